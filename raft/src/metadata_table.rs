@@ -1,0 +1,142 @@
+//! The state machine's metadata, built by applying commands, and its durable copy in redb.
+//!
+//! redb holds the applied log id, the membership, topics and each queue's next offset, written in
+//! one transaction per apply batch. On start the state machine trusts redb and replays the log
+//! from the applied index; consume-queue entries past a queue's recorded next offset are cut
+//! (they are rewritten by the replay). Consume queues are synced before redb commits, so a queue
+//! is never shorter than redb says.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::command::TopicConfig;
+use crate::types::{LogId, StoredMembership};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+/// Key: "<topic>/<queue id>", value: next queue offset.
+const QUEUES: TableDefinition<&str, u64> = TableDefinition::new("queues");
+
+#[derive(Debug, thiserror::Error)]
+#[error("metadata store: {0}")]
+pub struct MetadataError(String);
+
+fn err(e: impl std::fmt::Display) -> MetadataError {
+    MetadataError(e.to_string())
+}
+
+pub type QueueKey = (String, u32);
+
+/// In-memory metadata. `queue_next` holds every queue that has received a message.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetadataTable {
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub topics: BTreeMap<String, TopicConfig>,
+    pub queue_next: BTreeMap<QueueKey, u64>,
+}
+
+/// What one apply batch changed, so that only that is written.
+#[derive(Default)]
+pub struct Changes {
+    pub topics: BTreeSet<String>,
+    pub queues: BTreeSet<QueueKey>,
+    pub membership: bool,
+}
+
+fn queue_key(topic: &str, queue_id: u32) -> String {
+    format!("{topic}/{queue_id}")
+}
+
+pub struct MetadataDb {
+    db: Database,
+}
+
+impl MetadataDb {
+    pub fn open(path: &Path) -> Result<(MetadataDb, MetadataTable), MetadataError> {
+        let db = Database::create(path).map_err(err)?;
+        let txn = db.begin_write().map_err(err)?;
+        {
+            txn.open_table(META).map_err(err)?;
+            txn.open_table(TOPICS).map_err(err)?;
+            txn.open_table(QUEUES).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        let table = Self::load(&db)?;
+        Ok((MetadataDb { db }, table))
+    }
+
+    fn load(db: &Database) -> Result<MetadataTable, MetadataError> {
+        let txn = db.begin_read().map_err(err)?;
+        let meta = txn.open_table(META).map_err(err)?;
+        let mut table = MetadataTable::default();
+        if let Some(v) = meta.get("applied").map_err(err)? {
+            table.applied = bincode::deserialize(v.value()).map_err(err)?;
+        }
+        if let Some(v) = meta.get("membership").map_err(err)? {
+            table.membership = bincode::deserialize(v.value()).map_err(err)?;
+        }
+        for row in txn.open_table(TOPICS).map_err(err)?.iter().map_err(err)? {
+            let (name, value) = row.map_err(err)?;
+            table.topics.insert(name.value().to_string(), bincode::deserialize(value.value()).map_err(err)?);
+        }
+        for row in txn.open_table(QUEUES).map_err(err)?.iter().map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            let key = key.value();
+            let (topic, queue) = key.rsplit_once('/').ok_or_else(|| err("bad queue key"))?;
+            let queue_id = queue.parse().map_err(err)?;
+            table.queue_next.insert((topic.to_string(), queue_id), value.value());
+        }
+        Ok(table)
+    }
+
+    /// Writes the applied id and every changed row in one durable transaction.
+    pub fn persist(&self, table: &MetadataTable, changes: &Changes) -> Result<(), MetadataError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(Durability::Immediate).map_err(err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(err)?;
+            meta.insert("applied", bincode::serialize(&table.applied).map_err(err)?.as_slice()).map_err(err)?;
+            if changes.membership {
+                meta.insert("membership", bincode::serialize(&table.membership).map_err(err)?.as_slice())
+                    .map_err(err)?;
+            }
+            let mut topics = txn.open_table(TOPICS).map_err(err)?;
+            for name in &changes.topics {
+                match table.topics.get(name) {
+                    Some(config) => {
+                        topics.insert(name.as_str(), bincode::serialize(config).map_err(err)?.as_slice()).map_err(err)?;
+                    }
+                    None => {
+                        topics.remove(name.as_str()).map_err(err)?;
+                    }
+                }
+            }
+            let mut queues = txn.open_table(QUEUES).map_err(err)?;
+            for key @ (topic, queue_id) in &changes.queues {
+                match table.queue_next.get(key) {
+                    Some(next) => queues.insert(queue_key(topic, *queue_id).as_str(), *next).map_err(err)?,
+                    None => queues.remove(queue_key(topic, *queue_id).as_str()).map_err(err)?,
+                };
+            }
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Replaces everything (snapshot install).
+    pub fn replace_all(&self, table: &MetadataTable) -> Result<(), MetadataError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(Durability::Immediate).map_err(err)?;
+        txn.delete_table(TOPICS).map_err(err)?;
+        txn.delete_table(QUEUES).map_err(err)?;
+        txn.commit().map_err(err)?;
+        let changes = Changes {
+            topics: table.topics.keys().cloned().collect(),
+            queues: table.queue_next.keys().cloned().collect(),
+            membership: true,
+        };
+        self.persist(table, &changes)
+    }
+}

@@ -1,0 +1,177 @@
+//! The peer network (client side): one cached tonic `Channel` per peer, Raft messages as bincode
+//! inside `RaftPayload`, explicit message size limits, per-RPC deadlines from openraft.
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use parking_lot::Mutex;
+use serde::{Serialize, de::DeserializeOwned};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::RaftPayload;
+use crate::pb::raft_peer_client::RaftPeerClient;
+use crate::state_machine::SnapshotData;
+use crate::types::{NodeId, PeerNode, TypeConfig, Vote};
+
+/// Largest peer message either side accepts: a full append batch or one snapshot chunk.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Snapshot data is streamed in chunks of this size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub fn encode<T: Serialize>(value: &T) -> RaftPayload {
+    RaftPayload { data: Bytes::from(bincode::serialize(value).expect("raft message serializes")) }
+}
+
+pub fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, bincode::Error> {
+    bincode::deserialize(&payload.data)
+}
+
+/// Opens a lazily connecting channel to `addr` (host:port).
+pub fn peer_channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+pub fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
+    RaftPeerClient::new(channel)
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+}
+
+/// Hands out one client per peer; channels are cached so every RPC to a peer shares a connection.
+#[derive(Clone, Default)]
+pub struct PeerNetworkFactory {
+    channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+}
+
+impl PeerNetworkFactory {
+    fn channel(&self, target: NodeId, node: &PeerNode) -> Option<Channel> {
+        let key = (target, node.peer_addr.clone());
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(&key) {
+            return Some(channel.clone());
+        }
+        let channel = peer_channel(&node.peer_addr).ok()?;
+        channels.insert(key, channel.clone());
+        Some(channel)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
+        PeerConnection { target, client: self.channel(target, node).map(peer_client), addr: node.peer_addr.clone() }
+    }
+}
+
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    client: Option<RaftPeerClient<Channel>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("peer {target} at {addr}: {message}")]
+struct PeerError {
+    target: NodeId,
+    addr: String,
+    message: String,
+}
+
+impl PeerConnection {
+    fn error(&self, message: impl ToString) -> PeerError {
+        PeerError { target: self.target, addr: self.addr.clone(), message: message.to_string() }
+    }
+
+    fn client(&self) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig>> {
+        self.client.clone().ok_or_else(|| RPCError::Unreachable(Unreachable::new(&self.error("bad peer address"))))
+    }
+
+    /// A failed call: the peer is down or unreachable, or answered with an error we can't use.
+    fn rpc_error(&self, status: tonic::Status) -> RPCError<TypeConfig> {
+        let error = self.error(status.message());
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Unreachable(Unreachable::new(&error))
+            }
+            _ => RPCError::Network(NetworkError::new(&error)),
+        }
+    }
+
+    async fn unary<Req: Serialize, Resp: DeserializeOwned, F, Fut>(
+        &self,
+        request: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let mut tonic_request = tonic::Request::new(encode(request));
+        tonic_request.set_timeout(option.hard_ttl());
+        let response = call(self.client()?, tonic_request).await.map_err(|s| self.rpc_error(s))?;
+        let result: Result<Resp, String> =
+            decode(response.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&self.error(e))))?;
+        result.map_err(|remote| RPCError::Network(NetworkError::new(&self.error(remote))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::Snapshot<crate::types::CommittedLeaderId, NodeId, PeerNode, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client().map_err(|_| StreamingError::Unreachable(Unreachable::new(&self.error("bad peer address"))))?;
+        let header = encode(&(vote, snapshot.meta.clone()));
+        let data = Bytes::from(snapshot.snapshot);
+        let chunks: Vec<RaftPayload> = std::iter::once(header)
+            .chain((0..data.len()).step_by(SNAPSHOT_CHUNK_BYTES).map(|at| RaftPayload {
+                data: data.slice(at..(at + SNAPSHOT_CHUNK_BYTES).min(data.len())),
+            }))
+            .collect();
+        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        request.set_timeout(option.hard_ttl());
+        let call = client.install_snapshot(request);
+        let response = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            response = call => response,
+        };
+        let response = response.map_err(|s| StreamingError::Unreachable(Unreachable::new(&self.error(s.message()))))?;
+        let result: Result<SnapshotResponse<TypeConfig>, String> = decode(response.get_ref())
+            .map_err(|e| StreamingError::Network(NetworkError::new(&self.error(e))))?;
+        result.map_err(|remote| StreamingError::Network(NetworkError::new(&self.error(remote))))
+    }
+}

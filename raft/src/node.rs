@@ -1,0 +1,357 @@
+//! One Raft node of a broker group: storage, openraft, the peer server, and the join logic.
+//!
+//! Joining, step by step:
+//! 1. A data dir records its node id and group; opening another node's dir is refused.
+//! 2. A node whose Raft state is initialized just runs.
+//! 3. A node with no Raft state asks every peer for its state. If any peer is initialized, this
+//!    node is new or lost its data: it may have voted before and forgotten it, so it must not vote
+//!    again until that cannot matter. It persists a `rejoining` marker, disables its own
+//!    elections and refuses vote requests, and asks the leader to make it a learner. The leader
+//!    promotes learners back to voters once they have caught up (`promote_caught_up_learners`).
+//!    The node clears the marker once it sees itself a voter again after having been a learner.
+//! 4. If every peer answers and none is initialized, the cluster is new: the lowest id
+//!    initializes it with all configured peers as voters.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use raftmq_store::{CommitLog, CommitLogConfig, ConsumeQueueSet, FileSystem, FlushPolicy, RealFs, VoteFile};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::log_store::LogStore;
+use crate::network::{PEER_MESSAGE_BYTES_MAX, PeerNetworkFactory, peer_channel, peer_client};
+use crate::pb::raft_peer_server::RaftPeerServer;
+use crate::pb::{NodeStateRequest, RejoinRequest};
+use crate::peer_service::PeerService;
+use crate::state_machine::{SmShared, StateMachine};
+use crate::types::{NodeId, PeerNode, Raft};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub group: String,
+    pub data_dir: PathBuf,
+    pub peer_listen: SocketAddr,
+    /// Where clients reach this node (advertised in routes).
+    pub client_addr: String,
+    /// Every member of the group (including this node).
+    pub peers: BTreeMap<NodeId, PeerNode>,
+    pub flush: FlushPolicy,
+    pub segment_size_bytes: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {dir} belongs to node {found_node} of group {found_group}, not node {node} of group {group}")]
+    ForeignDataDir { dir: String, found_node: NodeId, found_group: String, node: NodeId, group: String },
+    #[error("cannot listen for peers on {addr}: {reason}")]
+    PeerListen { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Storage(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Identity {
+    node_id: NodeId,
+    group: String,
+}
+
+pub struct RaftNode {
+    pub config: NodeConfig,
+    pub raft: Raft,
+    pub state: Arc<SmShared>,
+    pub rejoining: Arc<AtomicBool>,
+    shutdown: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Storage(e.to_string())
+}
+
+/// Checks (or records) which node a data dir belongs to. Returns true if the dir was new.
+fn claim_data_dir(dir: &Path, node_id: NodeId, group: &str) -> Result<bool, NodeError> {
+    std::fs::create_dir_all(dir).map_err(|e| storage_err(format!("cannot create data dir {}: {e}", dir.display())))?;
+    let path = dir.join("node.json");
+    let me = Identity { node_id, group: group.to_string() };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: Identity = serde_json_lite(&bytes).map_err(|e| storage_err(format!("{}: {e}", path.display())))?;
+            if found != me {
+                return Err(NodeError::ForeignDataDir {
+                    dir: dir.display().to_string(),
+                    found_node: found.node_id,
+                    found_group: found.group,
+                    node: node_id,
+                    group: group.to_string(),
+                });
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join("node.json.tmp");
+            std::fs::write(&tmp, format!("{{\"node_id\":{node_id},\"group\":\"{group}\"}}\n")).map_err(storage_err)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(storage_err)?;
+            std::fs::rename(&tmp, &path).map_err(storage_err)?;
+            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(storage_err)?;
+            Ok(true)
+        }
+        Err(e) => Err(storage_err(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// node.json is tiny and written by us: parse it without pulling serde_json into this crate.
+fn serde_json_lite(bytes: &[u8]) -> Result<Identity, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    let field = |name: &str| -> Result<String, String> {
+        let key = format!("\"{name}\":");
+        let at = text.find(&key).ok_or(format!("missing {name}"))? + key.len();
+        let rest = text[at..].trim_start();
+        let end = rest.find([',', '}']).ok_or("unterminated")?;
+        Ok(rest[..end].trim().trim_matches('"').to_string())
+    };
+    Ok(Identity { node_id: field("node_id")?.parse().map_err(|_| "bad node_id")?, group: field("group")? })
+}
+
+impl RaftNode {
+    pub async fn start(config: NodeConfig) -> Result<RaftNode, NodeError> {
+        if !config.peers.contains_key(&config.node_id) {
+            return Err(NodeError::Config(format!("node {} is not in its own peer list", config.node_id)));
+        }
+        claim_data_dir(&config.data_dir, config.node_id, &config.group)?;
+        let listener = tokio::net::TcpListener::bind(config.peer_listen)
+            .await
+            .map_err(|e| NodeError::PeerListen { addr: config.peer_listen, reason: e.to_string() })?;
+
+        let fs: Arc<dyn FileSystem> = Arc::new(RealFs);
+        let log_config = CommitLogConfig {
+            segment_size_bytes: config.segment_size_bytes,
+            flush: config.flush,
+            async_flush_interval: Duration::from_millis(100),
+            ..default_log_config()
+        };
+        let log = Arc::new(CommitLog::open(fs.clone(), config.data_dir.join("commitlog"), log_config).map_err(storage_err)?);
+        let vote = Arc::new(VoteFile::open(fs.clone(), config.data_dir.join("vote")).map_err(storage_err)?);
+        let queues = ConsumeQueueSet::open(fs, config.data_dir.join("consumequeue")).map_err(storage_err)?;
+        let state_machine =
+            StateMachine::open(log.clone(), queues, &config.data_dir.join("metadata.redb")).map_err(storage_err)?;
+        let state = state_machine.shared();
+
+        let raft_config = Config {
+            cluster_name: config.group.clone(),
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            heartbeat_interval: config.heartbeat_interval_ms,
+            // Message bytes live in the commitlog, so the log is never purged for snapshots: a
+            // lagging node catches up from the log itself.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_payload_entries: 256,
+            // A follower that lost its data comes back with an empty log: let the leader refill it.
+            allow_log_reversion: Some(true),
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Config(e.to_string()))?);
+        let raft = Raft::new(config.node_id, raft_config, PeerNetworkFactory::default(), LogStore::new(log, vote), state_machine)
+            .await
+            .map_err(storage_err)?;
+
+        let rejoin_marker = config.data_dir.join("rejoining");
+        let rejoining = Arc::new(AtomicBool::new(rejoin_marker.exists()));
+        if rejoining.load(Ordering::Acquire) {
+            raft.runtime_config().elect(false);
+        }
+
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let service = PeerService {
+            node_id: config.node_id,
+            group: config.group.clone(),
+            client_addr: config.client_addr.clone(),
+            raft: raft.clone(),
+            rejoining: rejoining.clone(),
+        };
+        let server = RaftPeerServer::new(service)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(server)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!("peer server stopped: {e}");
+            }
+        });
+
+        let node = RaftNode { config, raft, state, rejoining, shutdown: parking_lot::Mutex::new(Some(shutdown_tx)) };
+        node.spawn_join_worker(rejoin_marker);
+        node.spawn_promotion_worker();
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    fn spawn_join_worker(&self, rejoin_marker: PathBuf) {
+        let raft = self.raft.clone();
+        let config = self.config.clone();
+        let rejoining = self.rejoining.clone();
+        tokio::spawn(async move {
+            if let Err(e) = join_worker(raft, config, rejoining, rejoin_marker).await {
+                tracing::error!("join worker failed: {e}");
+            }
+        });
+    }
+
+    /// On the leader: promote configured peers that are learners and have caught up.
+    fn spawn_promotion_worker(&self) {
+        let raft = self.raft.clone();
+        let peers: BTreeSet<NodeId> = self.config.peers.keys().copied().collect();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(300));
+            loop {
+                tick.tick().await;
+                if crate::types::current_metrics(&raft).running_state.is_err() {
+                    return;
+                }
+                promote_caught_up_learners(&raft, &peers).await;
+            }
+        });
+    }
+
+    /// Stops Raft and the peer server (the data stays on disk).
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        if let Some(tx) = self.shutdown.lock().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn default_log_config() -> CommitLogConfig {
+    CommitLogConfig {
+        segment_size_bytes: raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT,
+        flush: FlushPolicy::Sync,
+        async_flush_interval: Duration::from_millis(100),
+        ..CommitLogConfig::default()
+    }
+}
+
+/// How far (in entries) a learner may trail the leader's log and still be promoted.
+const PROMOTION_LAG_ENTRIES_MAX: u64 = 64;
+
+async fn promote_caught_up_learners(raft: &Raft, peers: &BTreeSet<NodeId>) {
+    let metrics = crate::types::current_metrics(&raft);
+    if metrics.state != ServerState::Leader {
+        return;
+    }
+    let membership = metrics.membership_config.membership().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let Some(replication) = metrics.replication.as_ref() else { return };
+    for learner in membership.learner_ids().filter(|id| peers.contains(id)).collect::<Vec<_>>() {
+        let matched = replication.get(&learner).and_then(|m| m.as_ref()).map(|id| id.index).unwrap_or(0);
+        if matched + PROMOTION_LAG_ENTRIES_MAX >= last && matched > 0 {
+            let change = ChangeMembers::AddVoterIds([learner].into_iter().collect());
+            match raft.change_membership(change, true).await {
+                Ok(_) => tracing::info!(node = learner, "learner caught up: promoted to voter"),
+                Err(e) => tracing::warn!(node = learner, "promotion failed: {e}"),
+            }
+        }
+    }
+}
+
+async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>, marker: PathBuf) -> Result<(), String> {
+    let me = config.node_id;
+    if !raft.is_initialized().await.map_err(|e| e.to_string())? && !rejoining.load(Ordering::Acquire) {
+        loop {
+            if raft.is_initialized().await.map_err(|e| e.to_string())? {
+                break;
+            }
+            let mut answered = 0;
+            let mut initialized_leader = None;
+            for (&id, peer) in config.peers.iter().filter(|(id, _)| **id != me) {
+                let Ok(channel) = peer_channel(&peer.peer_addr) else { continue };
+                let mut request = tonic::Request::new(NodeStateRequest {});
+                request.set_timeout(Duration::from_millis(500));
+                if let Ok(response) = peer_client(channel).node_state(request).await {
+                    let state = response.into_inner();
+                    if state.group != config.group {
+                        tracing::error!(peer = id, "peer belongs to group {}, not {}", state.group, config.group);
+                        continue;
+                    }
+                    answered += 1;
+                    if state.initialized {
+                        initialized_leader = Some(state.leader_id);
+                    }
+                }
+            }
+            if initialized_leader.is_some() {
+                // The group exists without us: we are new or lost our data (see module comment).
+                std::fs::write(&marker, b"rejoining after data loss\n").map_err(|e| e.to_string())?;
+                rejoining.store(true, Ordering::Release);
+                raft.runtime_config().elect(false);
+                tracing::warn!("this node has no Raft state but its group exists: rejoining as a learner");
+                break;
+            }
+            let lowest = *config.peers.keys().next().expect("peers is not empty");
+            if answered == config.peers.len() - 1 && me == lowest {
+                let members: BTreeMap<NodeId, PeerNode> = config.peers.clone();
+                match raft.initialize(members).await {
+                    Ok(()) => tracing::info!("initialized a new group with {} voters", config.peers.len()),
+                    Err(e) => tracing::warn!("initialize: {e}"),
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if !rejoining.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // Ask the leader to make us a learner, then wait to be promoted.
+    let mut seen_as_learner = false;
+    loop {
+        let metrics = crate::types::current_metrics(&raft);
+        let membership = metrics.membership_config.membership();
+        let is_voter = membership.voter_ids().any(|id| id == me);
+        let is_learner = membership.learner_ids().any(|id| id == me);
+        seen_as_learner |= is_learner;
+        if seen_as_learner && is_voter {
+            std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
+            rejoining.store(false, Ordering::Release);
+            raft.runtime_config().elect(true);
+            tracing::info!("caught up and promoted: voting again");
+            return Ok(());
+        }
+        if !seen_as_learner {
+            request_rejoin(&config).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Sends Rejoin to every peer; only the leader accepts.
+async fn request_rejoin(config: &NodeConfig) {
+    for (&id, peer) in config.peers.iter().filter(|(id, _)| **id != config.node_id) {
+        let Ok(channel) = peer_channel(&peer.peer_addr) else { continue };
+        let mut request = tonic::Request::new(RejoinRequest { node_id: config.node_id, group: config.group.clone() });
+        request.set_timeout(Duration::from_secs(3));
+        match peer_client(channel).rejoin(request).await {
+            Ok(r) if r.get_ref().accepted => tracing::info!(leader = id, "leader accepted the rejoin"),
+            Ok(_) | Err(_) => {}
+        }
+    }
+}

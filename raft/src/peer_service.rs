@@ -1,0 +1,110 @@
+//! The peer gRPC service (server side): hands Raft RPCs to the local openraft instance.
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{Stream, StreamExt};
+use openraft::ChangeMembers;
+use serde::Serialize;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::network::{decode, encode};
+use crate::pb::raft_peer_server::RaftPeer;
+use crate::pb::{NodeStateRequest, NodeStateResponse, RaftPayload, RejoinRequest, RejoinResponse};
+use crate::types::{NodeId, Raft, SnapshotMeta, Vote};
+
+pub struct PeerService {
+    pub node_id: NodeId,
+    pub group: String,
+    pub client_addr: String,
+    pub raft: Raft,
+    /// Set while this node has lost its data and is not yet promoted again: it must not vote.
+    pub rejoining: Arc<AtomicBool>,
+}
+
+fn bad_payload(e: bincode::Error) -> Status {
+    Status::invalid_argument(format!("undecodable raft payload: {e}"))
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<RaftPayload>, Status> {
+    Ok(Response::new(encode(&result.map_err(|e| e.to_string()))))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    type StreamAppendStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send + 'static>>;
+
+    async fn stream_append(
+        &self,
+        _request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        Err(Status::unimplemented("stream_append is not used by this build"))
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        if self.rejoining.load(Ordering::Acquire) {
+            // A node that lost its vote answers no vote requests until it is promoted again.
+            return Err(Status::unavailable("rejoining after data loss: not voting"));
+        }
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        if self.rejoining.load(Ordering::Acquire) {
+            return Err(Status::unavailable("rejoining after data loss: not voting"));
+        }
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = request.into_inner();
+        let header = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&header).map_err(bad_payload)?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?.data);
+        }
+        let snapshot = openraft::Snapshot { meta, snapshot: data };
+        reply(self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+
+    async fn node_state(&self, _request: Request<NodeStateRequest>) -> Result<Response<NodeStateResponse>, Status> {
+        let metrics = crate::types::current_metrics(&self.raft);
+        let initialized = self.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(NodeStateResponse {
+            node_id: self.node_id,
+            initialized,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            group: self.group.clone(),
+            client_addr: self.client_addr.clone(),
+        }))
+    }
+
+    async fn rejoin(&self, request: Request<RejoinRequest>) -> Result<Response<RejoinResponse>, Status> {
+        let request = request.into_inner();
+        let refuse = |error: String| Ok(Response::new(RejoinResponse { accepted: false, error }));
+        if request.group != self.group {
+            return refuse(format!("node is in group {}, not {}", self.group, request.group));
+        }
+        if !self.raft.is_leader() {
+            return refuse("not the leader".into());
+        }
+        let metrics = crate::types::current_metrics(&self.raft);
+        let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == request.node_id);
+        if is_voter {
+            let change = ChangeMembers::RemoveVoters([request.node_id].into_iter().collect());
+            if let Err(e) = self.raft.change_membership(change, true).await {
+                return refuse(format!("demoting node {} failed: {e}", request.node_id));
+            }
+            tracing::info!(node = request.node_id, "node lost its data: demoted to learner until it catches up");
+        }
+        Ok(Response::new(RejoinResponse { accepted: true, error: String::new() }))
+    }
+}

@@ -1,0 +1,150 @@
+//! The broker node as the services see it: its Raft node, leadership, proposals, the client
+//! endpoints of its group, and channels to the leader for forwarding.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::errors::{ClientWriteError, RaftError};
+use parking_lot::{Mutex, RwLock};
+use raftmq_raft::pb::NodeStateRequest;
+use raftmq_raft::state_machine::SmShared;
+use raftmq_raft::{CommandResponse, EncodedCommand, RaftNode};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+use crate::config::ServerConfig;
+use crate::limits::PROPOSALS_IN_FLIGHT_MAX;
+use crate::status::ApiError;
+use crate::v2::Code;
+
+pub struct Broker {
+    pub config: ServerConfig,
+    pub node: RaftNode,
+    /// Client addresses of the group's nodes, learned from the peers (node id -> host:port).
+    client_addrs: RwLock<BTreeMap<u64, String>>,
+    round_robin: AtomicU64,
+    proposals: Semaphore,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// Why a call can't be served here.
+pub enum NotServed {
+    /// Another node leads: forward to its client address.
+    Leader(String),
+    Error(ApiError),
+}
+
+impl Broker {
+    pub fn new(config: ServerConfig, node: RaftNode) -> Arc<Broker> {
+        let mut client_addrs = BTreeMap::new();
+        client_addrs.insert(config.node_id, config.advertise.clone());
+        let broker = Arc::new(Broker {
+            config,
+            node,
+            client_addrs: RwLock::new(client_addrs),
+            round_robin: AtomicU64::new(0),
+            proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
+            channels: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(discover_client_addrs(Arc::downgrade(&broker)));
+        broker
+    }
+
+    pub fn state(&self) -> &Arc<SmShared> {
+        &self.node.state
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.is_leader()
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        raftmq_raft::types::current_metrics(&self.node.raft).current_leader
+    }
+
+    /// Ok(()) if this node leads; otherwise where to forward, or why nobody can serve.
+    pub fn check_leader(&self) -> Result<(), NotServed> {
+        let metrics = raftmq_raft::types::current_metrics(&self.node.raft);
+        if metrics.state == ServerState::Leader {
+            return Ok(());
+        }
+        let Some(leader) = metrics.current_leader else {
+            return Err(NotServed::Error(ApiError::unavailable("the group has no leader right now; retry shortly")));
+        };
+        match self.client_addrs.read().get(&leader) {
+            Some(addr) if leader != self.config.node_id => Err(NotServed::Leader(addr.clone())),
+            _ => Err(NotServed::Error(ApiError::unavailable(format!("leader {leader} is not reachable yet; retry shortly")))),
+        }
+    }
+
+    /// Every node's client endpoint in this group, sorted.
+    pub fn group_endpoints(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.client_addrs.read().values().cloned().collect();
+        all.sort();
+        all
+    }
+
+    pub fn client_addr_of(&self, node_id: u64) -> Option<String> {
+        self.client_addrs.read().get(&node_id).cloned()
+    }
+
+    pub fn next_round_robin(&self) -> u64 {
+        self.round_robin.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn propose(&self, command: EncodedCommand) -> Result<CommandResponse, ProposeError> {
+        let _permit = self
+            .proposals
+            .try_acquire()
+            .map_err(|_| ProposeError::Api(ApiError::new(Code::TooManyRequests, "too many requests in flight; slow down")))?;
+        match self.node.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ProposeError::NotLeader),
+            Err(e) => Err(ProposeError::Api(ApiError::unavailable(format!("write not confirmed: {e}")))),
+        }
+    }
+
+    /// A cached channel to another node's client endpoint.
+    pub fn channel_to(&self, addr: &str) -> Result<Channel, ApiError> {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ApiError::internal(format!("bad leader address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+pub enum ProposeError {
+    /// Leadership moved before the command was accepted: nothing was written; forward it.
+    NotLeader,
+    Api(ApiError),
+}
+
+/// Keeps the map of peers' client addresses fresh (peers tell theirs over the peer API).
+async fn discover_client_addrs(broker: std::sync::Weak<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(broker) = broker.upgrade() else { return };
+        for (&id, peer_addr) in broker.config.peers.iter().filter(|(id, _)| **id != broker.config.node_id) {
+            let Ok(channel) = broker.channel_to(peer_addr) else { continue };
+            let mut request = tonic::Request::new(NodeStateRequest {});
+            request.set_timeout(Duration::from_millis(500));
+            if let Ok(response) = raftmq_raft::network::peer_client(channel).node_state(request).await {
+                let addr = response.into_inner().client_addr;
+                if !addr.is_empty() {
+                    broker.client_addrs.write().insert(id, addr);
+                }
+            }
+        }
+    }
+}

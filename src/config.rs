@@ -1,0 +1,160 @@
+//! Server configuration: one TOML file, every key also a flag and a RAFTMQ_* env variable.
+//! Precedence: flag or env > TOML file > default.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+use raftmq_store::FlushPolicy;
+
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerArgs {
+    /// TOML file with any of the keys below (kebab-case, e.g. node-id = 1).
+    #[arg(long, env = "RAFTMQ_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id within its group (1, 2, 3, ...).
+    #[arg(long, env = "RAFTMQ_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The broker group (one Raft group) this node belongs to.
+    #[arg(long, env = "RAFTMQ_GROUP")]
+    pub group: Option<String>,
+    #[arg(long, env = "RAFTMQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client gRPC address to listen on (apache.rocketmq.v2 and admin).
+    #[arg(long, env = "RAFTMQ_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Client address advertised in routes (default: --listen).
+    #[arg(long, env = "RAFTMQ_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Peer (Raft) gRPC address to listen on.
+    #[arg(long, env = "RAFTMQ_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Every member's peer address: 1=host:port,2=host:port,3=host:port
+    #[arg(long, env = "RAFTMQ_PEERS")]
+    pub peers: Option<String>,
+    /// sync: ack after a majority fsynced (default); async: ack after a majority wrote to the page cache.
+    #[arg(long, env = "RAFTMQ_FLUSH", value_parser = ["sync", "async"])]
+    pub flush: Option<String>,
+    /// Largest message body in bytes (default 4 MiB).
+    #[arg(long, env = "RAFTMQ_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Commitlog segment size in bytes (default 1 GiB).
+    #[arg(long, env = "RAFTMQ_SEGMENT_SIZE_BYTES")]
+    pub segment_size_bytes: Option<u64>,
+    /// Routers to register with (used once the routing service exists).
+    #[arg(long, env = "RAFTMQ_ROUTERS")]
+    pub routers: Option<String>,
+}
+
+/// A complete, validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node_id: u64,
+    pub group: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub peer_listen: SocketAddr,
+    pub peers: BTreeMap<u64, String>,
+    pub flush: FlushPolicy,
+    pub max_body_bytes: usize,
+    pub segment_size_bytes: u64,
+}
+
+pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("peer {part:?} is not id=host:port (example: 1=127.0.0.1:9091)"))?;
+        let id: u64 = id.trim().parse().with_context(|| format!("peer id {id:?} is not a number"))?;
+        if id == 0 {
+            bail!("peer id 0 is reserved; number nodes from 1");
+        }
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            bail!("peer address {addr:?} is not host:port");
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            bail!("peer id {id} is listed twice");
+        }
+    }
+    if peers.is_empty() {
+        bail!("--peers lists no peers (example: 1=127.0.0.1:9091,2=127.0.0.1:9092,3=127.0.0.1:9093)");
+    }
+    Ok(peers)
+}
+
+pub fn parse_flush(text: &str) -> anyhow::Result<FlushPolicy> {
+    match text {
+        "sync" => Ok(FlushPolicy::Sync),
+        "async" => Ok(FlushPolicy::Async),
+        other => bail!("flush policy {other:?} is not sync or async"),
+    }
+}
+
+impl ServerArgs {
+    /// Fills unset fields from the TOML file, then checks that everything needed is there.
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<ServerArgs>(&text).with_context(|| format!("config file {} is invalid", path.display()))?
+            }
+            None => ServerArgs::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                self.$field.clone().or(file.$field.clone())
+            };
+        }
+        let need = |name: &str| format!("--{name} is required (or `{name}` in the TOML file, or RAFTMQ_{})", name.to_uppercase().replace('-', "_"));
+        let node_id = pick!(node_id).with_context(|| need("node-id"))?;
+        let listen = pick!(listen).with_context(|| need("listen"))?;
+        let peers = parse_peers(&pick!(peers).with_context(|| need("peers"))?)?;
+        if !peers.contains_key(&node_id) {
+            bail!("--peers does not list this node's id {node_id}");
+        }
+        let peer_listen = match pick!(peer_listen) {
+            Some(addr) => addr,
+            None => peers[&node_id].parse().with_context(|| need("peer-listen"))?,
+        };
+        let max_body_bytes = pick!(max_body_bytes).unwrap_or(crate::limits::BODY_BYTES_DEFAULT);
+        if max_body_bytes == 0 || max_body_bytes > crate::limits::BODY_BYTES_MAX {
+            bail!("--max-body-bytes must be between 1 and {}", crate::limits::BODY_BYTES_MAX);
+        }
+        let segment_size_bytes = pick!(segment_size_bytes).unwrap_or(raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT);
+        Ok(ServerConfig {
+            node_id,
+            group: pick!(group).unwrap_or_else(|| "g1".into()),
+            data_dir: pick!(data_dir).unwrap_or_else(|| PathBuf::from(format!("raftmq-data/node-{node_id}"))),
+            advertise: pick!(advertise).unwrap_or_else(|| listen.to_string()),
+            listen,
+            peer_listen,
+            peers,
+            flush: parse_flush(pick!(flush).as_deref().unwrap_or("sync"))?,
+            max_body_bytes,
+            segment_size_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: peer lists parse, and mistakes get a message that says what to write instead.
+    #[test]
+    fn peers_parse_and_reject_mistakes() {
+        let peers = parse_peers("1=127.0.0.1:9091, 2=h:9092").unwrap();
+        assert_eq!(peers[&2], "h:9092");
+        for bad in ["", "1", "x=h:1", "1=h", "1=h:1,1=h:2", "0=h:1"] {
+            assert!(parse_peers(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `raftmq dev`: a three-node group in one process on 127.0.0.1, for trying raftmq locally.
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::ServerConfig;
+
+pub const DEV_CLIENT_PORTS: [u16; 3] = [8081, 8082, 8083];
+pub const DEV_PEER_PORTS: [u16; 3] = [9091, 9092, 9093];
+
+pub async fn run(data_dir: PathBuf, flush: raftmq_store::FlushPolicy) -> anyhow::Result<()> {
+    let peers: std::collections::BTreeMap<u64, String> = (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", DEV_PEER_PORTS[id as usize - 1]))).collect();
+    let mut servers = Vec::new();
+    for id in 1..=3u64 {
+        let listen = format!("127.0.0.1:{}", DEV_CLIENT_PORTS[id as usize - 1]).parse()?;
+        let config = ServerConfig {
+            node_id: id,
+            group: "g1".into(),
+            data_dir: data_dir.join(format!("node-{id}")),
+            listen,
+            advertise: format!("127.0.0.1:{}", DEV_CLIENT_PORTS[id as usize - 1]),
+            peer_listen: format!("127.0.0.1:{}", DEV_PEER_PORTS[id as usize - 1]).parse()?,
+            peers: peers.clone(),
+            flush,
+            max_body_bytes: crate::limits::BODY_BYTES_DEFAULT,
+            segment_size_bytes: raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT,
+        };
+        servers.push(crate::server::start(config).await.with_context(|| format!("starting dev node {id}"))?);
+    }
+    tracing::info!(
+        "raftmq dev is up: a three-node group (flush={flush:?}) with data under {}. Point a RocketMQ 5 client at \
+         127.0.0.1:8081 (or 127.0.0.1:8081;127.0.0.1:8082;127.0.0.1:8083). Create a topic first: \
+         `raftmq topic create --endpoint 127.0.0.1:8081 --topic orders`. Ctrl-C stops.",
+        data_dir.display()
+    );
+    tokio::signal::ctrl_c().await?;
+    for server in servers {
+        server.stop().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! raftmq: the binary's library. Message semantics, the client-facing gRPC services, the admin
+//! API, configuration and the CLI. Storage and Raft live in the `store` and `raft` crates.
+
+pub mod admin_service;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod limits;
+pub mod messaging;
+pub mod server;
+pub mod status;
+
+pub mod v2 {
+    tonic::include_proto!("apache.rocketmq.v2");
+}
+
+pub mod admin_pb {
+    tonic::include_proto!("raftmq.admin");
+}

@@ -1,0 +1,52 @@
+use clap::Parser;
+use raftmq::cli::{Cli, CliCommand, commands};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTMQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            CliCommand::Server(args) => {
+                let config = args.resolve()?;
+                let server = raftmq::server::start(config).await?;
+                wait_for_stop().await;
+                server.stop().await;
+                Ok(())
+            }
+            CliCommand::Dev { data_dir, flush } => raftmq::dev::run(data_dir, raftmq::config::parse_flush(&flush)?).await,
+            CliCommand::Topic { command } => commands::topic(command).await,
+            CliCommand::Send(args) => commands::send(args).await,
+            CliCommand::Consume(args) => commands::consume(args).await,
+            CliCommand::Cluster { command } => commands::cluster(command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_stop() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,79 @@
+//! Telemetry: the client sends its Settings; we answer with them completed by the server's
+//! values (the Python producer adopts `max_body_size`; consumers need batch size and long
+//! polling). The stream stays open: it is also the server -> client command channel.
+use prost_types::Duration;
+
+use crate::v2::{
+    ClientType, CustomizedBackoff, ExponentialBackoff, Publishing, RetryPolicy, Settings, Subscription,
+    TelemetryCommand, retry_policy, settings, telemetry_command,
+};
+
+pub const RECEIVE_BATCH_SIZE: i32 = 32;
+pub const LONG_POLLING_TIMEOUT_S: i64 = 20;
+
+fn default_backoff(max_attempts: i32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        strategy: Some(retry_policy::Strategy::ExponentialBackoff(ExponentialBackoff {
+            initial: Some(Duration { seconds: 0, nanos: 10_000_000 }),
+            max: Some(Duration { seconds: 1, nanos: 0 }),
+            multiplier: 2.0,
+        })),
+    }
+}
+
+/// Completes the client's settings with the server's values.
+pub fn complete_settings(mut settings: Settings, max_body_bytes: usize) -> Settings {
+    let client_type = settings.client_type.and_then(|t| ClientType::try_from(t).ok()).unwrap_or(ClientType::Unspecified);
+    match settings.pub_sub.take() {
+        Some(settings::PubSub::Publishing(publishing)) => {
+            settings.pub_sub = Some(settings::PubSub::Publishing(Publishing {
+                topics: publishing.topics,
+                max_body_size: max_body_bytes as i32,
+                validate_message_type: true,
+            }));
+        }
+        Some(settings::PubSub::Subscription(subscription)) => {
+            settings.pub_sub = Some(settings::PubSub::Subscription(Subscription {
+                fifo: Some(subscription.fifo.unwrap_or(false)),
+                receive_batch_size: Some(RECEIVE_BATCH_SIZE),
+                long_polling_timeout: Some(Duration { seconds: LONG_POLLING_TIMEOUT_S, nanos: 0 }),
+                ..subscription
+            }));
+        }
+        None if client_type == ClientType::Producer => {
+            settings.pub_sub = Some(settings::PubSub::Publishing(Publishing {
+                topics: vec![],
+                max_body_size: max_body_bytes as i32,
+                validate_message_type: true,
+            }));
+        }
+        None => {}
+    }
+    let attempts = match client_type {
+        ClientType::Producer => 3,
+        _ => 16,
+    };
+    let backoff = match settings.backoff_policy.take() {
+        Some(policy) if policy.strategy.is_some() => policy,
+        Some(policy) if policy.max_attempts > 0 => default_backoff(policy.max_attempts),
+        _ => default_backoff(attempts),
+    };
+    // A customized backoff with no steps would make clients retry at once; replace it.
+    settings.backoff_policy = Some(match &backoff.strategy {
+        Some(retry_policy::Strategy::CustomizedBackoff(CustomizedBackoff { next })) if next.is_empty() => default_backoff(backoff.max_attempts),
+        _ => backoff,
+    });
+    settings
+}
+
+/// The reply to one client command, if it needs one.
+pub fn reply(command: TelemetryCommand, max_body_bytes: usize) -> Option<TelemetryCommand> {
+    match command.command {
+        Some(telemetry_command::Command::Settings(settings)) => Some(TelemetryCommand {
+            status: Some(crate::status::ok()),
+            command: Some(telemetry_command::Command::Settings(complete_settings(settings, max_body_bytes))),
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,81 @@
+//! Runs one broker node: its Raft node (peer port) and the client port (v2 + admin).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use raftmq_raft::{NodeConfig, PeerNode, RaftNode};
+
+use crate::admin_pb::admin_server::AdminServer;
+use crate::admin_service::AdminServiceImpl;
+use crate::broker::Broker;
+use crate::config::ServerConfig;
+use crate::limits::GRPC_MESSAGE_BYTES_MAX;
+use crate::messaging::MessagingServiceImpl;
+use crate::v2::messaging_service_server::MessagingServiceServer;
+
+pub struct RunningServer {
+    pub broker: Arc<Broker>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.served.await;
+        self.broker.node.shutdown().await;
+    }
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    // Bind the client port first so that a busy port fails before anything is opened.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for clients on {} (is another raftmq or program using it?)", config.listen))?;
+    let peers: BTreeMap<u64, PeerNode> =
+        config.peers.iter().map(|(&id, addr)| (id, PeerNode { peer_addr: addr.clone(), client_addr: String::new() })).collect();
+    let node_config = NodeConfig {
+        node_id: config.node_id,
+        group: config.group.clone(),
+        data_dir: config.data_dir.clone(),
+        peer_listen: config.peer_listen,
+        client_addr: config.advertise.clone(),
+        peers,
+        flush: config.flush,
+        segment_size_bytes: config.segment_size_bytes,
+        election_timeout_min_ms: 400,
+        election_timeout_max_ms: 800,
+        heartbeat_interval_ms: 100,
+    };
+    let node = RaftNode::start(node_config).await?;
+    let broker = Broker::new(config.clone(), node);
+    let messaging = MessagingServiceServer::new(MessagingServiceImpl { broker: broker.clone() })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let admin = AdminServer::new(AdminServiceImpl { broker: broker.clone() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(messaging)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("client server stopped: {e}");
+        }
+    });
+    tracing::info!(
+        node = config.node_id,
+        group = %config.group,
+        flush = ?config.flush,
+        "raftmq node serving clients on {} (advertised as {}), peers on {}",
+        config.listen,
+        config.advertise,
+        config.peer_listen
+    );
+    Ok(RunningServer { broker, stop, served })
+}
