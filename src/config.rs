@@ -129,6 +129,11 @@ impl ServerArgs {
             bail!("--max-body-bytes must be between 1 and {}", crate::limits::BODY_BYTES_MAX);
         }
         let segment_size_bytes = pick!(segment_size_bytes).unwrap_or(raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT);
+        // A maximal batch is one record, and a record never spans segments.
+        let segment_size_bytes_min = (crate::limits::RECORD_PAYLOAD_BYTES_MAX as u64) * 5 / 4;
+        if segment_size_bytes < segment_size_bytes_min {
+            bail!("--segment-size-bytes must be at least {segment_size_bytes_min} (a maximal batch must fit one segment)");
+        }
         Ok(ServerConfig {
             node_id,
             group: pick!(group).unwrap_or_else(|| "g1".into()),

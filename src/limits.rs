@@ -8,8 +8,12 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const BATCH_MESSAGES_MAX: usize = 1024;
 /// Most bytes of bodies in one SendMessage request (it becomes one log record).
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Room for message headers (ids, keys, tags, properties) beside the bodies of one batch.
+pub const BATCH_HEADER_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest encoded command (one log record's payload): a maximal batch with its headers.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = BATCH_BYTES_MAX + BATCH_HEADER_BYTES_MAX;
 /// Largest gRPC message the client API decodes (a maximal batch plus its headers).
-pub const GRPC_MESSAGE_BYTES_MAX: usize = BATCH_BYTES_MAX + 4 * 1024 * 1024;
+pub const GRPC_MESSAGE_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX;
 pub const TOPIC_NAME_BYTES_MAX: usize = 127;
 pub const GROUP_NAME_BYTES_MAX: usize = 255;
 pub const QUEUES_DEFAULT: u32 = 8;
@@ -26,5 +30,6 @@ pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4096;
 
 const _: () = assert!(BODY_BYTES_DEFAULT <= BODY_BYTES_MAX);
 const _: () = assert!(BODY_BYTES_MAX <= BATCH_BYTES_MAX);
-const _: () = assert!(BATCH_BYTES_MAX + 4 * 1024 * 1024 <= raftmq_raft::network::PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX < raftmq_raft::network::PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= raftmq_store::limits::RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(QUEUES_DEFAULT <= QUEUES_MAX);

@@ -94,6 +94,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = range_to_indexes(&range);
         let state = self.log.state();
+        // Entries at or below the purge point are gone as far as Raft is concerned (openraft
+        // allows a range's start to be missing when purged), even if retention kept the bytes.
+        let start = start.max(state.purged.map_or(0, |(i, _)| i.0 + 1)).max(state.first_retained.map_or(0, |i| i.0));
         let last = state.last.map(|(i, _)| i.0 + 1).unwrap_or(0);
         let end = end.min(last);
         let mut entries = Vec::new();
@@ -121,6 +124,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        let state = self.log.state();
+        let start = start.max(state.purged.map_or(0, |(i, _)| i.0 + 1)).max(state.first_retained.map_or(0, |i| i.0));
+        if start >= end {
+            return Ok(Vec::new());
+        }
         let records = self.log.read_range(LogIndex(start), LogIndex(end), READ_BATCH_BYTES_MAX).map_err(to_io)?;
         records.into_iter().map(record_to_entry).collect()
     }

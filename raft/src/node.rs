@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, PeerNode>,
     pub flush: FlushPolicy,
     pub segment_size_bytes: u64,
+    /// Largest record payload (one encoded command) the log accepts.
+    pub record_payload_bytes_max: usize,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -137,7 +139,7 @@ impl RaftNode {
             segment_size_bytes: config.segment_size_bytes,
             flush: config.flush,
             async_flush_interval: Duration::from_millis(100),
-            ..default_log_config()
+            record_payload_bytes_max: config.record_payload_bytes_max,
         };
         let log = Arc::new(CommitLog::open(fs.clone(), config.data_dir.join("commitlog"), log_config).map_err(storage_err)?);
         let vote = Arc::new(VoteFile::open(fs.clone(), config.data_dir.join("vote")).map_err(storage_err)?);
@@ -238,15 +240,6 @@ impl RaftNode {
         if let Some(tx) = self.shutdown.lock().take() {
             let _ = tx.send(());
         }
-    }
-}
-
-fn default_log_config() -> CommitLogConfig {
-    CommitLogConfig {
-        segment_size_bytes: raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT,
-        flush: FlushPolicy::Sync,
-        async_flush_interval: Duration::from_millis(100),
-        ..CommitLogConfig::default()
     }
 }
 

@@ -122,7 +122,11 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
         message_ids.push(props.message_id);
         builder.push(&header, &message.body);
     }
-    match broker.propose(builder.finish()).await {
+    let command = builder.finish();
+    if command.0.len() > crate::limits::RECORD_PAYLOAD_BYTES_MAX {
+        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch encodes to {} bytes; the limit is {}", command.0.len(), crate::limits::RECORD_PAYLOAD_BYTES_MAX)));
+    }
+    match broker.propose(command).await {
         Ok(CommandResponse::Sent { first_offset, .. }) => {
             let entries = message_ids
                 .into_iter()
