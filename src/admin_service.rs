@@ -95,6 +95,23 @@ impl Admin for AdminServiceImpl {
         Ok(Response::new(CreateTopicResponse { status: admin_status(result) }))
     }
 
+    async fn transfer_leader(&self, request: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderResponse>, Status> {
+        let to = request.get_ref().to_node_id;
+        let result = if !self.broker.config.peers.contains_key(&to) {
+            Err(ApiError::bad_request(format!("node {to} is not a member of group {}", self.broker.config.group)))
+        } else {
+            match self.broker.check_leader() {
+                Ok(()) => self.broker.node.raft.trigger().transfer_leader(to).await.map_err(ApiError::internal),
+                Err(NotServed::Error(e)) => Err(e),
+                Err(NotServed::Leader(addr)) => {
+                    let channel = self.broker.channel_to(&addr).map_err(|e| Status::unavailable(e.message))?;
+                    return AdminClient::new(channel).transfer_leader(request.into_inner()).await;
+                }
+            }
+        };
+        Ok(Response::new(TransferLeaderResponse { status: admin_status(result) }))
+    }
+
     async fn list_topics(&self, _request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         let state = self.broker.state();
         let topics = state

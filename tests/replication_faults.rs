@@ -119,20 +119,15 @@ async fn wiped_follower_rejoins_and_serves_everything_as_leader() {
     acked.extend(cluster.send_acked(TOPIC, &mut seq, 100).await);
     cluster.start_node(wiped);
     cluster.wait_for_voter(wiped, Duration::from_secs(30)).await;
-    // Make the wiped node the leader: kill whoever leads until it is chosen.
-    for _ in 0..10 {
-        let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-        if leader == wiped {
-            break;
-        }
-        cluster.kill(leader);
-        let new_leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
-        cluster.start_node(leader);
-        cluster.wait_for_voter(leader, Duration::from_secs(30)).await;
-        if new_leader == wiped {
-            break;
-        }
+    // Make the wiped node the leader (the old leader hands over, then is killed for good measure).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.wait_for_leader(Duration::from_secs(20)).await != wiped {
+        assert!(std::time::Instant::now() < deadline, "leadership never moved to the wiped node\n{}", cluster.logs());
+        cluster.transfer_leader(wiped).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let old_leader = (1..=3).find(|id| *id != wiped).unwrap();
+    cluster.kill(old_leader);
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(20)).await, wiped, "the wiped node never became leader");
     assert_all_nodes_agree(&cluster, &acked).await;
 }

@@ -75,6 +75,11 @@ impl RaftPeer for PeerService {
         reply(self.raft.install_full_snapshot(vote, snapshot).await)
     }
 
+    async fn transfer_leader(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+
     async fn node_state(&self, _request: Request<NodeStateRequest>) -> Result<Response<NodeStateResponse>, Status> {
         let metrics = crate::types::current_metrics(&self.raft);
         let initialized = self.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))?;

@@ -175,7 +175,16 @@ fn print_message(queue_id: u32, queue_offset: u64, message_id: &str, keys: &[Str
 }
 
 pub async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Status { endpoint, json } = command;
+    let (endpoint, json) = match command {
+        ClusterCommand::Status { endpoint, json } => (endpoint, json),
+        ClusterCommand::TransferLeader { endpoint, to } => {
+            let (_, channel) = client::connect(&endpoint).await?;
+            let response = client::admin(channel).transfer_leader(crate::admin_pb::TransferLeaderRequest { to_node_id: to }).await?;
+            admin_ok(response.get_ref().status.as_ref(), "transfer-leader")?;
+            println!("asked the leader to hand leadership to node {to}");
+            return Ok(());
+        }
+    };
     let (_, channel) = client::connect(&endpoint).await?;
     let response = client::admin(channel).cluster_status(ClusterStatusRequest {}).await?.into_inner();
     let nodes: Vec<_> = response

@@ -104,6 +104,13 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hand leadership to another (caught-up) node of the group.
+    TransferLeader {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 /// Parses `2s`, `500ms`, `1m`.

@@ -380,6 +380,12 @@ impl Cluster {
         }
     }
 
+    pub async fn transfer_leader(&self, to: u64) {
+        let (_, channel) = client::connect(&self.endpoints()).await.unwrap();
+        let request = raftmq::admin_pb::TransferLeaderRequest { to_node_id: to };
+        let _ = client::admin(channel).transfer_leader(request).await;
+    }
+
     async fn is_learner(&self, id: u64) -> bool {
         self.status(id).await.map(|s| s.role == "learner").unwrap_or(true)
     }
