@@ -41,7 +41,7 @@ fn spawn_producers(cluster: Arc<Mutex<Cluster>>, producers: usize, stop: Arc<std
 }
 
 async fn assert_all_nodes_agree(cluster: &Cluster, acked: &[Sent]) -> Vec<Read> {
-    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let leader = cluster.wait_for_convergence(Duration::from_secs(30)).await;
     let mut through_leader = cluster.pull_all(leader, TOPIC, QUEUES).await;
     through_leader.sort();
     check_history(acked, &through_leader).unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
@@ -119,6 +119,9 @@ async fn wiped_follower_rejoins_and_serves_everything_as_leader() {
     acked.extend(cluster.send_acked(TOPIC, &mut seq, 100).await);
     cluster.start_node(wiped);
     cluster.wait_for_voter(wiped, Duration::from_secs(30)).await;
+    let log = std::fs::read_to_string(&cluster.node(wiped).log_path).unwrap();
+    assert!(log.contains("rejoining as a learner"), "the wiped node did not take the learner path:\n{log}");
+    assert!(log.contains("promoted: voting again"), "the wiped node was not promoted:\n{log}");
     // Make the wiped node the leader (the old leader hands over, then is killed for good measure).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while cluster.wait_for_leader(Duration::from_secs(20)).await != wiped {

@@ -8,7 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use serde::{Serialize, de::DeserializeOwned};
 use tonic::transport::{Channel, Endpoint};
@@ -89,6 +94,16 @@ struct PeerError {
     message: String,
 }
 
+/// A failed call: the peer is down or unreachable, or answered with an error we can't use.
+fn status_to_rpc_error(error: PeerError, code: tonic::Code) -> RPCError<TypeConfig> {
+    match code {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&error))
+        }
+        _ => RPCError::Network(NetworkError::new(&error)),
+    }
+}
+
 impl PeerConnection {
     fn error(&self, message: impl ToString) -> PeerError {
         PeerError { target: self.target, addr: self.addr.clone(), message: message.to_string() }
@@ -98,15 +113,8 @@ impl PeerConnection {
         self.client.clone().ok_or_else(|| RPCError::Unreachable(Unreachable::new(&self.error("bad peer address"))))
     }
 
-    /// A failed call: the peer is down or unreachable, or answered with an error we can't use.
     fn rpc_error(&self, status: tonic::Status) -> RPCError<TypeConfig> {
-        let error = self.error(status.message());
-        match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                RPCError::Unreachable(Unreachable::new(&error))
-            }
-            _ => RPCError::Network(NetworkError::new(&error)),
-        }
+        status_to_rpc_error(self.error(status.message()), status.code())
     }
 
     async fn unary<Req: Serialize, Resp: DeserializeOwned, F, Fut>(
@@ -137,6 +145,32 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+    }
+
+    /// Pipelined replication over one bidirectional gRPC stream: the leader keeps sending append
+    /// requests without waiting, and the follower answers each in order once it is flushed.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + openraft::OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let outbound = input.map(|request| encode(&request));
+            let response = client.stream_append(tonic::Request::new(outbound)).await.map_err(|s| self.rpc_error(s))?;
+            let (target, addr) = (self.target, self.addr.clone());
+            let error = move |message: String| PeerError { target, addr: addr.clone(), message };
+            let results = response.into_inner().map(move |item| match item {
+                Ok(payload) => decode::<StreamAppendResult<TypeConfig>>(&payload)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&error(e.to_string())))),
+                Err(status) => Err(status_to_rpc_error(error(status.message().to_string()), status.code())),
+            });
+            let results: BoxStream<'s, _> = Box::pin(results);
+            Ok(results)
+        })
     }
 
     async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {

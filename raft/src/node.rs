@@ -3,14 +3,17 @@
 //! Joining, step by step:
 //! 1. A data dir records its node id and group; opening another node's dir is refused.
 //! 2. A node whose Raft state is initialized just runs.
-//! 3. A node with no Raft state asks every peer for its state. If any peer is initialized, this
-//!    node is new or lost its data: it may have voted before and forgotten it, so it must not vote
-//!    again until that cannot matter. It persists a `rejoining` marker, disables its own
+//! 3. A node with no Raft state asks every peer for its state. If any peer is initialized and this
+//!    node holds no `founder` marker (below), it is new or lost its data: it may have voted before
+//!    and forgotten it, so it must not vote again until that cannot matter. It persists a `rejoining` marker, disables its own
 //!    elections and refuses vote requests, and asks the leader to make it a learner. The leader
 //!    promotes learners back to voters once they have caught up (`promote_caught_up_learners`).
 //!    The node clears the marker once it sees itself a voter again after having been a learner.
-//! 4. If every peer answers and none is initialized, the cluster is new: the lowest id
-//!    initializes it with all configured peers as voters.
+//! 4. If every peer answers and none is initialized, the cluster is new: the lowest id first has
+//!    every peer durably record a `founder` marker (PrepareBootstrap), then initializes the group
+//!    with all configured peers as voters. A founder that sees the group initialized before the
+//!    first entries reach it is therefore not mistaken for a node that lost its data; a node whose
+//!    dir is wiped loses the marker with it.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::log_store::LogStore;
 use crate::network::{PEER_MESSAGE_BYTES_MAX, PeerNetworkFactory, peer_channel, peer_client};
 use crate::pb::raft_peer_server::RaftPeerServer;
-use crate::pb::{NodeStateRequest, RejoinRequest};
+use crate::pb::{NodeStateRequest, PrepareBootstrapRequest, RejoinRequest};
 use crate::peer_service::PeerService;
 use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{NodeId, PeerNode, Raft};
@@ -74,6 +77,15 @@ pub struct RaftNode {
     pub state: Arc<SmShared>,
     pub rejoining: Arc<AtomicBool>,
     shutdown: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// Writes a small marker file durably (file and directory entry).
+pub(crate) fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 fn storage_err(e: impl std::fmt::Display) -> NodeError {
@@ -179,6 +191,7 @@ impl RaftNode {
             client_addr: config.client_addr.clone(),
             raft: raft.clone(),
             rejoining: rejoining.clone(),
+            founder_marker: config.data_dir.join("founder"),
         };
         let server = RaftPeerServer::new(service)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -291,9 +304,15 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
                     }
                 }
             }
+            let founder = config.data_dir.join("founder");
             if initialized_leader.is_some() {
+                if founder.exists() {
+                    // A founding member: the group's first entries are on their way to us.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 // The group exists without us: we are new or lost our data (see module comment).
-                std::fs::write(&marker, b"rejoining after data loss\n").map_err(|e| e.to_string())?;
+                write_marker(&marker, "rejoining after data loss\n").map_err(|e| e.to_string())?;
                 rejoining.store(true, Ordering::Release);
                 raft.runtime_config().elect(false);
                 tracing::warn!("this node has no Raft state but its group exists: rejoining as a learner");
@@ -301,6 +320,11 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
             }
             let lowest = *config.peers.keys().next().expect("peers is not empty");
             if answered == config.peers.len() - 1 && me == lowest {
+                if !prepare_founders(&config).await {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                write_marker(&founder, "founding member of a new group").map_err(|e| e.to_string())?;
                 let members: BTreeMap<NodeId, PeerNode> = config.peers.clone();
                 match raft.initialize(members).await {
                     Ok(()) => tracing::info!("initialized a new group with {} voters", config.peers.len()),
@@ -334,6 +358,24 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Has every other member record that it founds the group. True if all did.
+async fn prepare_founders(config: &NodeConfig) -> bool {
+    for peer in config.peers.iter().filter(|(id, _)| **id != config.node_id).map(|(_, p)| p) {
+        let Ok(channel) = peer_channel(&peer.peer_addr) else { return false };
+        let mut request = tonic::Request::new(PrepareBootstrapRequest { group: config.group.clone(), initiator: config.node_id });
+        request.set_timeout(Duration::from_secs(2));
+        match peer_client(channel).prepare_bootstrap(request).await {
+            Ok(r) if r.get_ref().ready => {}
+            Ok(r) => {
+                tracing::warn!("peer {} refused to found the group: {}", peer.peer_addr, r.get_ref().error);
+                return false;
+            }
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Sends Rejoin to every peer; only the leader accepts.

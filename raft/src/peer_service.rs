@@ -10,7 +10,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::network::{decode, encode};
 use crate::pb::raft_peer_server::RaftPeer;
-use crate::pb::{NodeStateRequest, NodeStateResponse, RaftPayload, RejoinRequest, RejoinResponse};
+use crate::pb::{
+    NodeStateRequest, NodeStateResponse, PrepareBootstrapRequest, PrepareBootstrapResponse, RaftPayload, RejoinRequest,
+    RejoinResponse,
+};
 use crate::types::{NodeId, Raft, SnapshotMeta, Vote};
 
 pub struct PeerService {
@@ -20,6 +23,8 @@ pub struct PeerService {
     pub raft: Raft,
     /// Set while this node has lost its data and is not yet promoted again: it must not vote.
     pub rejoining: Arc<AtomicBool>,
+    /// Written when this node is told it is a founding member of a new group (see node.rs).
+    pub founder_marker: std::path::PathBuf,
 }
 
 fn bad_payload(e: bincode::Error) -> Status {
@@ -41,9 +46,21 @@ impl RaftPeer for PeerService {
 
     async fn stream_append(
         &self,
-        _request: Request<Streaming<RaftPayload>>,
+        request: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        Err(Status::unimplemented("stream_append is not used by this build"))
+        // The input ends at the first transport error or undecodable request; openraft then
+        // finishes the stream after answering what it already took.
+        let input = request
+            .into_inner()
+            .take_while(|item| futures::future::ready(item.is_ok()))
+            .map(|item| decode(&item.expect("errors end the stream above")))
+            .take_while(|decoded| futures::future::ready(decoded.is_ok()))
+            .map(|decoded| decoded.expect("undecodable requests end the stream above"));
+        let output = self.raft.stream_append(input).map(|item| match item {
+            Ok(result) => Ok(encode(&result)),
+            Err(fatal) => Err(Status::unavailable(format!("raft stopped: {fatal}"))),
+        });
+        Ok(Response::new(Box::pin(output)))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -90,6 +107,22 @@ impl RaftPeer for PeerService {
             group: self.group.clone(),
             client_addr: self.client_addr.clone(),
         }))
+    }
+
+    async fn prepare_bootstrap(&self, request: Request<PrepareBootstrapRequest>) -> Result<Response<PrepareBootstrapResponse>, Status> {
+        let request = request.into_inner();
+        let refuse = |error: String| Ok(Response::new(PrepareBootstrapResponse { ready: false, error }));
+        if request.group != self.group {
+            return refuse(format!("node is in group {}, not {}", self.group, request.group));
+        }
+        if self.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))? || self.rejoining.load(Ordering::Acquire) {
+            return refuse("this node already belongs to an initialized group".into());
+        }
+        if let Err(e) = crate::node::write_marker(&self.founder_marker, "founding member of a new group") {
+            return refuse(format!("cannot record the founder marker: {e}"));
+        }
+        tracing::info!(initiator = request.initiator, "recorded as a founding member of group {}", self.group);
+        Ok(Response::new(PrepareBootstrapResponse { ready: true, error: String::new() }))
     }
 
     async fn rejoin(&self, request: Request<RejoinRequest>) -> Result<Response<RejoinResponse>, Status> {

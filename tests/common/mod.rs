@@ -25,6 +25,7 @@ pub struct Node {
 }
 
 pub struct Cluster {
+    /// Kept after the test when RAFTMQ_TEST_KEEP is set (to read the node logs).
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     peers: String,
@@ -52,7 +53,11 @@ pub struct Read {
 
 impl Cluster {
     pub async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("RAFTMQ_TEST_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("cluster data and logs kept in {}", dir.path().display());
+        }
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             nodes.push(Node {
@@ -384,6 +389,26 @@ impl Cluster {
         let (_, channel) = client::connect(&self.endpoints()).await.unwrap();
         let request = raftmq::admin_pb::TransferLeaderRequest { to_node_id: to };
         let _ = client::admin(channel).transfer_leader(request).await;
+    }
+
+    /// Waits until every running node holds and has applied exactly the leader's log.
+    pub async fn wait_for_convergence(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.wait_for_leader(timeout).await;
+            let mut statuses = Vec::new();
+            for id in self.running() {
+                statuses.extend(self.status(id).await);
+            }
+            let target = statuses.iter().find(|s| s.id == leader).map(|s| s.last_log_index);
+            if statuses.len() == self.running().len()
+                && statuses.iter().all(|s| Some(s.last_log_index) == target && s.applied == s.last_log_index)
+            {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "nodes did not converge: {statuses:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn is_learner(&self, id: u64) -> bool {
