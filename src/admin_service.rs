@@ -31,7 +31,10 @@ fn admin_status(result: Result<(), ApiError>) -> Option<AdminStatus> {
 
 pub fn node_status(broker: &Broker) -> NodeStatus {
     let metrics = raftmq_raft::types::current_metrics(&broker.node.raft);
+    let rejoining = broker.node.rejoining.load(std::sync::atomic::Ordering::Acquire);
     let role = match metrics.state {
+        // Lost its data and is not voting until it is promoted again (see raft/src/node.rs).
+        _ if rejoining => "rejoining",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
