@@ -79,11 +79,9 @@ impl Broker {
         }
     }
 
-    /// Every node's client endpoint in this group, sorted.
-    pub fn group_endpoints(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.client_addrs.read().values().cloned().collect();
-        all.sort();
-        all
+    /// This group as clients see it: its name and every node's client endpoint.
+    pub fn group_route(&self) -> raftmq_cluster::GroupRoute {
+        raftmq_cluster::GroupRoute::new(self.config.group.clone(), self.client_addrs.read().values().cloned().collect())
     }
 
     pub fn client_addr_of(&self, node_id: u64) -> Option<String> {

@@ -27,7 +27,8 @@ pub fn query_route(broker: &Broker, request: QueryRouteRequest) -> Result<QueryR
         .state()
         .topic(&topic.name)
         .ok_or_else(|| ApiError::new(Code::TopicNotFound, format!("topic {} does not exist; create it with `raftmq topic create`", topic.name)))?;
-    let wire_broker = WireBroker { name: broker.config.group.clone(), id: 0, endpoints: Some(endpoints(&broker.group_endpoints())) };
+    let route = broker.group_route();
+    let wire_broker = WireBroker { name: route.group, id: 0, endpoints: Some(endpoints(&route.endpoints)) };
     let message_queues = (0..config.queue_count)
         .map(|id| MessageQueue {
             topic: Some(topic.clone()),
