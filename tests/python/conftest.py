@@ -7,7 +7,6 @@ $HOME/logs/rocketmq_python, at import time).
 import json
 import os
 import re
-import signal
 import shutil
 import socket
 import subprocess
@@ -50,17 +49,6 @@ def free_ports(n):
     finally:
         for s in socks:
             s.close()
-
-
-def _die_with_parent():
-    """In the child: get SIGTERM when the test process dies, so no node outlives a killed run."""
-    try:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:
-        pass
 
 
 def unique_topic(prefix="t"):
@@ -117,23 +105,42 @@ class Cluster:
         if not os.access(RAFTMQ_BIN, os.X_OK):
             raise RuntimeError(f"raftmq binary not found at {RAFTMQ_BIN}; run `cargo build` or set RAFTMQ_BIN")
         for n in self.nodes:
+            self.start_node(n)
+
+    def start_node(self, n):
+        if n.log_file is None:
             n.log_file = open(n.log_path, "ab")
-            n.proc = subprocess.Popen(
-                [
-                    RAFTMQ_BIN, "server",
-                    "--node-id", str(n.node_id),
-                    "--group", GROUP,
-                    "--data-dir", str(n.data_dir),
-                    "--listen", n.client_addr,
-                    "--peer-listen", n.peer_addr,
-                    "--peers", self.peers,
-                ],
-                stdout=n.log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "NO_COLOR": "1"},
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
+        n.proc = subprocess.Popen(
+            [
+                RAFTMQ_BIN, "server",
+                "--node-id", str(n.node_id),
+                "--group", GROUP,
+                "--data-dir", str(n.data_dir),
+                "--listen", n.client_addr,
+                "--peer-listen", n.peer_addr,
+                "--peers", self.peers,
+            ],
+            stdout=n.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+
+    def stop_node(self, n):
+        if n.proc is not None and n.proc.poll() is None:
+            n.proc.terminate()
+            try:
+                n.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait(timeout=10)
+
+    def restart_node(self, n, wipe=False):
+        """Stop node n and start it again on the same addresses; `wipe` deletes its data dir first."""
+        self.stop_node(n)
+        if wipe:
+            shutil.rmtree(n.data_dir, ignore_errors=True)
+        self.start_node(n)
 
     def stop(self):
         for n in self.nodes:
@@ -148,6 +155,7 @@ class Cluster:
                     n.proc.wait(timeout=10)
             if n.log_file is not None:
                 n.log_file.close()
+                n.log_file = None
 
     def check_alive(self):
         dead = [(n.node_id, n.proc.returncode) for n in self.nodes if n.proc.poll() is not None]
@@ -269,7 +277,7 @@ def start_quiet_cluster(root: Path, attempts=START_ATTEMPTS):
     A fresh start sometimes falls into an endless rejoin loop (a node takes the data-loss path and
     is demoted and promoted over and over, growing the log by ~10 entries/s), which would make
     every "nothing was written" check fail for a reason unrelated to it. Such starts are retried
-    here and recorded in `cluster.start_attempts`; test_startup.py fails on them.
+    here and recorded in `cluster.start_attempts`; test_startup_and_rejoin.py fails on them.
     """
     history = []
     for attempt in range(1, attempts + 1):
