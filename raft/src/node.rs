@@ -338,25 +338,25 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
     if !rejoining.load(Ordering::Acquire) {
         return Ok(());
     }
-    // Ask the leader to make us a learner, then wait to be promoted.
-    let mut seen_as_learner = false;
+    // Ask the leader to make us a learner, then wait to be promoted: to be a voter in a membership
+    // entry after the one that demoted us.
+    let mut demoted_at_index = None;
     loop {
         let metrics = crate::types::current_metrics(&raft);
-        let membership = metrics.membership_config.membership();
-        let is_voter = membership.voter_ids().any(|id| id == me);
-        let is_learner = membership.learner_ids().any(|id| id == me);
-        seen_as_learner |= is_learner;
-        if seen_as_learner && is_voter {
-            std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
-            rejoining.store(false, Ordering::Release);
-            raft.runtime_config().elect(true);
-            tracing::info!("caught up and promoted: voting again");
-            return Ok(());
+        let membership_index = metrics.membership_config.log_id().map(|id| id.index).unwrap_or(0);
+        let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == me);
+        match demoted_at_index {
+            Some(demoted) if is_voter && membership_index > demoted => {
+                std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
+                rejoining.store(false, Ordering::Release);
+                raft.runtime_config().elect(true);
+                tracing::info!("caught up and promoted: voting again");
+                return Ok(());
+            }
+            Some(_) => {}
+            None => demoted_at_index = request_rejoin(&config).await,
         }
-        if !seen_as_learner {
-            request_rejoin(&config).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -378,15 +378,19 @@ async fn prepare_founders(config: &NodeConfig) -> bool {
     true
 }
 
-/// Sends Rejoin to every peer; only the leader accepts.
-async fn request_rejoin(config: &NodeConfig) {
+/// Sends Rejoin to every peer; only the leader accepts. Returns the demotion's membership index.
+async fn request_rejoin(config: &NodeConfig) -> Option<u64> {
     for (&id, peer) in config.peers.iter().filter(|(id, _)| **id != config.node_id) {
         let Ok(channel) = peer_channel(&peer.peer_addr) else { continue };
         let mut request = tonic::Request::new(RejoinRequest { node_id: config.node_id, group: config.group.clone() });
         request.set_timeout(Duration::from_secs(3));
-        match peer_client(channel).rejoin(request).await {
-            Ok(r) if r.get_ref().accepted => tracing::info!(leader = id, "leader accepted the rejoin"),
-            Ok(_) | Err(_) => {}
+        if let Ok(response) = peer_client(channel).rejoin(request).await {
+            let response = response.into_inner();
+            if response.accepted {
+                tracing::info!(leader = id, "the leader made this node a learner at log index {}", response.demoted_at_index);
+                return Some(response.demoted_at_index);
+            }
         }
     }
+    None
 }

@@ -127,7 +127,7 @@ impl RaftPeer for PeerService {
 
     async fn rejoin(&self, request: Request<RejoinRequest>) -> Result<Response<RejoinResponse>, Status> {
         let request = request.into_inner();
-        let refuse = |error: String| Ok(Response::new(RejoinResponse { accepted: false, error }));
+        let refuse = |error: String| Ok(Response::new(RejoinResponse { accepted: false, error, demoted_at_index: 0 }));
         if request.group != self.group {
             return refuse(format!("node is in group {}, not {}", self.group, request.group));
         }
@@ -136,13 +136,15 @@ impl RaftPeer for PeerService {
         }
         let metrics = crate::types::current_metrics(&self.raft);
         let is_voter = metrics.membership_config.membership().voter_ids().any(|id| id == request.node_id);
+        let mut demoted_at_index = metrics.membership_config.log_id().map(|id| id.index).unwrap_or(0);
         if is_voter {
             let change = ChangeMembers::RemoveVoters([request.node_id].into_iter().collect());
-            if let Err(e) = self.raft.change_membership(change, true).await {
-                return refuse(format!("demoting node {} failed: {e}", request.node_id));
+            match self.raft.change_membership(change, true).await {
+                Ok(response) => demoted_at_index = response.log_id.index,
+                Err(e) => return refuse(format!("demoting node {} failed: {e}", request.node_id)),
             }
             tracing::info!(node = request.node_id, "node lost its data: demoted to learner until it catches up");
         }
-        Ok(Response::new(RejoinResponse { accepted: true, error: String::new() }))
+        Ok(Response::new(RejoinResponse { accepted: true, error: String::new(), demoted_at_index }))
     }
 }
