@@ -9,6 +9,7 @@ pub struct LogIndex(pub u64);
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CommitLogPosition(pub u64);
 
-/// A message's offset within one (topic, queue): dense, starting at 0, assigned at apply.
+/// A message's offset within one (topic, queue): dense, assigned at apply; starts at 0, or at the
+/// base a queue was reset to (a node that caught up from a snapshot), see `ConsumeQueue::min_offset`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct QueueOffset(pub u64);
