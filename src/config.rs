@@ -118,21 +118,27 @@ impl ServerArgs {
         let listen = pick!(listen).with_context(|| need("listen"))?;
         let peers = parse_peers(&pick!(peers).with_context(|| need("peers"))?)?;
         if !peers.contains_key(&node_id) {
-            bail!("--peers does not list this node's id {node_id}");
+            bail!("--peers does not list this node's id {node_id}; add {node_id}=host:port to --peers or fix --node-id");
         }
         let peer_listen = match pick!(peer_listen) {
             Some(addr) => addr,
-            None => peers[&node_id].parse().with_context(|| need("peer-listen"))?,
+            None => peers[&node_id].parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}; it defaults to this node's --peers address {:?}, which is not an ip:port to listen on",
+                    need("peer-listen"),
+                    peers[&node_id]
+                )
+            })?,
         };
         let max_body_bytes = pick!(max_body_bytes).unwrap_or(crate::limits::BODY_BYTES_DEFAULT);
         if max_body_bytes == 0 || max_body_bytes > crate::limits::BODY_BYTES_MAX {
-            bail!("--max-body-bytes must be between 1 and {}", crate::limits::BODY_BYTES_MAX);
+            bail!("--max-body-bytes {max_body_bytes} is out of range; use 1 to {} (16 MiB)", crate::limits::BODY_BYTES_MAX);
         }
         let segment_size_bytes = pick!(segment_size_bytes).unwrap_or(raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT);
         // A maximal batch is one record, and a record never spans segments.
         let segment_size_bytes_min = (crate::limits::RECORD_PAYLOAD_BYTES_MAX as u64) * 5 / 4;
         if segment_size_bytes < segment_size_bytes_min {
-            bail!("--segment-size-bytes must be at least {segment_size_bytes_min} (a maximal batch must fit one segment)");
+            bail!("--segment-size-bytes {segment_size_bytes} is too small; use at least {segment_size_bytes_min} (a maximal batch must fit one segment)");
         }
         Ok(ServerConfig {
             node_id,

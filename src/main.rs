@@ -1,4 +1,5 @@
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue};
 use raftmq::cli::{Cli, CliCommand, commands};
 
 fn init_logging() {
@@ -8,7 +9,7 @@ fn init_logging() {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -40,6 +41,41 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Like `Cli::parse`, but a bad value that came from a RAFTMQ_* variable is traced to it
+/// (clap's own message names only the flag, which the user may never have typed).
+fn parse_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            match env_note(&e) {
+                Some(note) => {
+                    let text = e.render().to_string();
+                    match text.split_once("\n\n") {
+                        Some((error, rest)) => eprint!("{error}\n{note}\n\n{rest}"),
+                        None => eprint!("{text}{note}\n"),
+                    }
+                }
+                None => {
+                    let _ = e.print();
+                }
+            }
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
+fn env_note(e: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return None };
+    let flag = arg.split_whitespace().next()?; // "--node-id <NODE_ID>"
+    let name = flag.strip_prefix("--")?;
+    if std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+        return None;
+    }
+    let var = format!("RAFTMQ_{}", name.to_uppercase().replace('-', "_"));
+    std::env::var_os(&var)?;
+    Some(format!("note: that value came from the environment variable {var}; fix or unset it"))
 }
 
 /// SIGINT or SIGTERM.

@@ -33,10 +33,25 @@ pub async fn connect(endpoints: &str) -> anyhow::Result<(String, Channel)> {
             .tcp_nodelay(true);
         match endpoint.connect().await {
             Ok(channel) => return Ok((addr, channel)),
-            Err(e) => errors.push(format!("{addr}: {e}")),
+            Err(e) => errors.push(format!("{addr}: {}", error_chain(&e))),
         }
     }
     bail!("no endpoint answered ({}); is raftmq running there?", errors.join("; "))
+}
+
+/// An error with its causes ("transport error" alone says nothing; the cause says "Connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 pub fn messaging(channel: Channel) -> MessagingServiceClient<Channel> {
