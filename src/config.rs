@@ -46,10 +46,22 @@ pub struct ServerArgs {
     /// Commitlog segment size in bytes (default 1 GiB).
     #[arg(long, env = "RAFTMQ_SEGMENT_SIZE_BYTES")]
     pub segment_size_bytes: Option<u64>,
+    /// Build a Raft snapshot every this many entries (default 10000); the Raft log is purged up to it.
+    #[arg(long, env = "RAFTMQ_SNAPSHOT_INTERVAL_ENTRIES")]
+    pub snapshot_interval_entries: Option<u64>,
+    /// Delete purged commitlog segments older than this many hours (default 72, like RocketMQ).
+    #[arg(long, env = "RAFTMQ_RETENTION_HOURS")]
+    pub retention_hours: Option<u64>,
+    /// Delete the oldest purged segments while the commitlog is larger than this (default: no limit).
+    #[arg(long, env = "RAFTMQ_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
     /// Routers to register with (used once the routing service exists).
     #[arg(long, env = "RAFTMQ_ROUTERS")]
     pub routers: Option<String>,
 }
+
+pub const SNAPSHOT_INTERVAL_ENTRIES_DEFAULT: u64 = 10_000;
+pub const RETENTION_HOURS_DEFAULT: u64 = 72;
 
 /// A complete, validated server configuration.
 #[derive(Debug, Clone)]
@@ -64,6 +76,8 @@ pub struct ServerConfig {
     pub flush: FlushPolicy,
     pub max_body_bytes: usize,
     pub segment_size_bytes: u64,
+    pub snapshot_interval_entries: u64,
+    pub retention: raftmq_store::RetentionPolicy,
 }
 
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -151,6 +165,14 @@ impl ServerArgs {
             flush: parse_flush(pick!(flush).as_deref().unwrap_or("sync"))?,
             max_body_bytes,
             segment_size_bytes,
+            snapshot_interval_entries: match pick!(snapshot_interval_entries).unwrap_or(SNAPSHOT_INTERVAL_ENTRIES_DEFAULT) {
+                0 => bail!("--snapshot-interval-entries must be at least 1"),
+                n => n,
+            },
+            retention: raftmq_store::RetentionPolicy {
+                max_age: Some(std::time::Duration::from_secs(3600 * pick!(retention_hours).unwrap_or(RETENTION_HOURS_DEFAULT))),
+                max_total_bytes: pick!(retention_bytes),
+            },
         })
     }
 }

@@ -44,6 +44,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         flush: config.flush,
         segment_size_bytes: config.segment_size_bytes,
         record_payload_bytes_max: crate::limits::RECORD_PAYLOAD_BYTES_MAX,
+        snapshot_interval_entries: config.snapshot_interval_entries,
+        retention: config.retention.clone(),
         election_timeout_min_ms: 400,
         election_timeout_max_ms: 800,
         heartbeat_interval_ms: 100,

@@ -313,25 +313,10 @@ fn server_reports_busy_peer_port() {
     let args = ["server", "--node-id", "1", "--listen", &listen, "--peers", &peers, "--data-dir", data_dir.to_str().unwrap()];
     let stderr = fails(&scratch, scratch.command(&args, "server"), "server");
     assert_mentions(&stderr, &["cannot listen for peers on", &peer, "in use"]);
-    // Known: node.json is written before the peer port is bound (see the ignored test below).
-    for opened in ["commitlog", "consumequeue", "metadata.redb", "vote"] {
+    for opened in ["node.json", "commitlog", "consumequeue", "metadata.redb", "vote"] {
         assert!(!data_dir.join(opened).exists(), "the failed start opened {opened}");
     }
     TcpListener::bind(&listen).expect("the failed start still holds the client port");
-}
-
-// Goal: a start that fails on a busy peer port leaves no data dir claim behind.
-// Ignored: RaftNode::start (raft/src/node.rs) writes node.json before it binds the peer port.
-#[test]
-#[ignore = "raft/src/node.rs claims the data dir (node.json) before binding the peer port"]
-fn server_busy_peer_port_leaves_no_claim() {
-    let scratch = Scratch::new();
-    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
-    let peers = format!("1={},2={},3={}", busy.local_addr().unwrap(), free_addr(), free_addr());
-    let data_dir = scratch.path("node-1");
-    let args = ["server", "--node-id", "1", "--listen", &free_addr(), "--peers", &peers, "--data-dir", data_dir.to_str().unwrap()];
-    fails(&scratch, scratch.command(&args, "server"), "server");
-    assert!(!data_dir.join("node.json").exists(), "the failed start claimed its data dir");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ pub mod metadata_table;
 pub mod network;
 pub mod node;
 pub mod peer_service;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 

@@ -96,47 +96,76 @@ impl MetadataDb {
     pub fn persist(&self, table: &MetadataTable, changes: &Changes) -> Result<(), MetadataError> {
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate).map_err(err)?;
-        {
-            let mut meta = txn.open_table(META).map_err(err)?;
-            meta.insert("applied", bincode::serialize(&table.applied).map_err(err)?.as_slice()).map_err(err)?;
-            if changes.membership {
-                meta.insert("membership", bincode::serialize(&table.membership).map_err(err)?.as_slice())
-                    .map_err(err)?;
-            }
-            let mut topics = txn.open_table(TOPICS).map_err(err)?;
-            for name in &changes.topics {
-                match table.topics.get(name) {
-                    Some(config) => {
-                        topics.insert(name.as_str(), bincode::serialize(config).map_err(err)?.as_slice()).map_err(err)?;
-                    }
-                    None => {
-                        topics.remove(name.as_str()).map_err(err)?;
-                    }
+        Self::write_rows(&txn, table, changes)?;
+        txn.commit().map_err(err)
+    }
+
+    fn write_rows(txn: &redb::WriteTransaction, table: &MetadataTable, changes: &Changes) -> Result<(), MetadataError> {
+        let mut meta = txn.open_table(META).map_err(err)?;
+        meta.insert("applied", bincode::serialize(&table.applied).map_err(err)?.as_slice()).map_err(err)?;
+        if changes.membership {
+            meta.insert("membership", bincode::serialize(&table.membership).map_err(err)?.as_slice()).map_err(err)?;
+        }
+        let mut topics = txn.open_table(TOPICS).map_err(err)?;
+        for name in &changes.topics {
+            match table.topics.get(name) {
+                Some(config) => {
+                    topics.insert(name.as_str(), bincode::serialize(config).map_err(err)?.as_slice()).map_err(err)?;
+                }
+                None => {
+                    topics.remove(name.as_str()).map_err(err)?;
                 }
             }
-            let mut queues = txn.open_table(QUEUES).map_err(err)?;
-            for key @ (topic, queue_id) in &changes.queues {
-                match table.queue_next.get(key) {
-                    Some(next) => queues.insert(queue_key(topic, *queue_id).as_str(), *next).map_err(err)?,
-                    None => queues.remove(queue_key(topic, *queue_id).as_str()).map_err(err)?,
-                };
-            }
+        }
+        let mut queues = txn.open_table(QUEUES).map_err(err)?;
+        for key @ (topic, queue_id) in &changes.queues {
+            match table.queue_next.get(key) {
+                Some(next) => queues.insert(queue_key(topic, *queue_id).as_str(), *next).map_err(err)?,
+                None => queues.remove(queue_key(topic, *queue_id).as_str()).map_err(err)?,
+            };
+        }
+        Ok(())
+    }
+
+    /// The latest snapshot's metadata, kept so that a restarted node can still send it.
+    pub fn save_snapshot(&self, meta: &crate::types::SnapshotMeta, body: &crate::snapshot::SnapshotBody) -> Result<(), MetadataError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(Durability::Immediate).map_err(err)?;
+        {
+            let mut table = txn.open_table(META).map_err(err)?;
+            table.insert("snapshot", bincode::serialize(&(meta, body)).map_err(err)?.as_slice()).map_err(err)?;
         }
         txn.commit().map_err(err)
     }
 
-    /// Replaces everything (snapshot install).
+    pub fn clear_snapshot(&self) -> Result<(), MetadataError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(Durability::Immediate).map_err(err)?;
+        txn.open_table(META).map_err(err)?.remove("snapshot").map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    pub fn load_snapshot(&self) -> Result<Option<(crate::types::SnapshotMeta, crate::snapshot::SnapshotBody)>, MetadataError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let meta = txn.open_table(META).map_err(err)?;
+        match meta.get("snapshot").map_err(err)? {
+            Some(v) => Ok(Some(bincode::deserialize(v.value()).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces everything (snapshot install) in one transaction.
     pub fn replace_all(&self, table: &MetadataTable) -> Result<(), MetadataError> {
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate).map_err(err)?;
         txn.delete_table(TOPICS).map_err(err)?;
         txn.delete_table(QUEUES).map_err(err)?;
-        txn.commit().map_err(err)?;
         let changes = Changes {
             topics: table.topics.keys().cloned().collect(),
             queues: table.queue_next.keys().cloned().collect(),
             membership: true,
         };
-        self.persist(table, &changes)
+        Self::write_rows(&txn, table, &changes)?;
+        txn.commit().map_err(err)
     }
 }

@@ -25,8 +25,8 @@ use crate::types::{NodeId, PeerNode, TypeConfig, Vote};
 
 /// Largest peer message either side accepts: a full append batch or one snapshot chunk.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Snapshot data is streamed in chunks of this size.
-pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Snapshot record batches buffered between the disk reader and the network.
+const SNAPSHOT_BATCHES_IN_FLIGHT: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn encode<T: Serialize>(value: &T) -> RaftPayload {
@@ -197,14 +197,20 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let mut client = self.client().map_err(|_| StreamingError::Unreachable(Unreachable::new(&self.error("bad peer address"))))?;
-        let header = encode(&(vote, snapshot.meta.clone()));
-        let data = Bytes::from(snapshot.snapshot);
-        let chunks: Vec<RaftPayload> = std::iter::once(header)
-            .chain((0..data.len()).step_by(SNAPSHOT_CHUNK_BYTES).map(|at| RaftPayload {
-                data: data.slice(at..(at + SNAPSHOT_CHUNK_BYTES).min(data.len())),
-            }))
-            .collect();
-        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        let crate::snapshot::SnapshotData::Local { body, source, last_index } = snapshot.snapshot else {
+            return Err(StreamingError::Network(NetworkError::new(&self.error("only a locally built snapshot can be sent"))));
+        };
+        let header = encode(&(vote, snapshot.meta.clone(), body));
+        // Records are read from disk on a blocking thread and flow through a small bounded channel.
+        let (tx, rx) = tokio::sync::mpsc::channel::<RaftPayload>(SNAPSHOT_BATCHES_IN_FLIGHT);
+        tx.try_send(header).expect("a fresh channel has room for the header");
+        tokio::task::spawn_blocking(move || {
+            let result = crate::snapshot::read_chunks(&source, last_index, |chunk| tx.blocking_send(encode(&chunk)).is_ok());
+            if let Err(e) = result {
+                tracing::error!("reading the snapshot's records failed: {e}");
+            }
+        });
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         request.set_timeout(option.hard_ttl());
         let call = client.install_snapshot(request);
         let response = tokio::select! {

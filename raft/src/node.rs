@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
-use raftmq_store::{CommitLog, CommitLogConfig, ConsumeQueueSet, FileSystem, FlushPolicy, RealFs, VoteFile};
+use raftmq_store::{CommitLog, CommitLogConfig, ConsumeQueueSet, FileSystem, FlushPolicy, RealFs, RetentionPolicy, VoteFile};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -48,6 +48,10 @@ pub struct NodeConfig {
     pub segment_size_bytes: u64,
     /// Largest record payload (one encoded command) the log accepts.
     pub record_payload_bytes_max: usize,
+    /// A snapshot is built every this many applied entries; the log is then purged up to it.
+    pub snapshot_interval_entries: u64,
+    /// Which purged segments retention deletes (by age and total size).
+    pub retention: RetentionPolicy,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -55,7 +59,7 @@ pub struct NodeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("data dir {dir} belongs to node {found_node} of group {found_group}, not node {node} of group {group}")]
+    #[error("data dir {dir} belongs to node {found_node} of group {found_group}, not node {node} of group {group}; use another --data-dir")]
     ForeignDataDir { dir: String, found_node: NodeId, found_group: String, node: NodeId, group: String },
     #[error("cannot listen for peers on {addr}: {reason}")]
     PeerListen { addr: SocketAddr, reason: String },
@@ -141,10 +145,11 @@ impl RaftNode {
         if !config.peers.contains_key(&config.node_id) {
             return Err(NodeError::Config(format!("node {} is not in its own peer list", config.node_id)));
         }
-        claim_data_dir(&config.data_dir, config.node_id, &config.group)?;
+        // Bind first: a busy port must not leave the data dir claimed.
         let listener = tokio::net::TcpListener::bind(config.peer_listen)
             .await
             .map_err(|e| NodeError::PeerListen { addr: config.peer_listen, reason: e.to_string() })?;
+        claim_data_dir(&config.data_dir, config.node_id, &config.group)?;
 
         let fs: Arc<dyn FileSystem> = Arc::new(RealFs);
         let log_config = CommitLogConfig {
@@ -165,9 +170,10 @@ impl RaftNode {
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
             heartbeat_interval: config.heartbeat_interval_ms,
-            // Message bytes live in the commitlog, so the log is never purged for snapshots: a
-            // lagging node catches up from the log itself.
-            snapshot_policy: SnapshotPolicy::Never,
+            // A snapshot carries the retained records (snapshot.rs), so purging the Raft log
+            // never strands a lagging node; retention decides when bytes are deleted.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_interval_entries),
+            max_in_snapshot_log_to_keep: SNAPSHOT_KEEP_ENTRIES.min(config.snapshot_interval_entries),
             max_payload_entries: 256,
             // A follower that lost its data comes back with an empty log: let the leader refill it.
             allow_log_reversion: Some(true),
@@ -192,6 +198,7 @@ impl RaftNode {
             raft: raft.clone(),
             rejoining: rejoining.clone(),
             founder_marker: config.data_dir.join("founder"),
+            staging_dir: config.data_dir.join("snapshot-incoming"),
         };
         let server = RaftPeerServer::new(service)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -213,6 +220,7 @@ impl RaftNode {
         let node = RaftNode { config, raft, state, rejoining, shutdown: parking_lot::Mutex::new(Some(shutdown_tx)) };
         node.spawn_join_worker(rejoin_marker);
         node.spawn_promotion_worker();
+        spawn_retention_worker(node.state.clone(), node.config.retention.clone());
         Ok(node)
     }
 
@@ -254,6 +262,36 @@ impl RaftNode {
             let _ = tx.send(());
         }
     }
+}
+
+/// Entries kept in the Raft log after a snapshot, so slightly lagging followers catch up from the
+/// log rather than by snapshot.
+const SNAPSHOT_KEEP_ENTRIES: u64 = 1000;
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Deletes purged segments that are past the retention policy, off the async runtime.
+fn spawn_retention_worker(state: Arc<SmShared>, policy: RetentionPolicy) {
+    let state = Arc::downgrade(&state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { return };
+            let policy = policy.clone();
+            let result = tokio::task::spawn_blocking(move || state.enforce_retention(&policy)).await;
+            match result {
+                Ok(Ok(Some(report))) if report.segments_deleted > 0 => tracing::info!(
+                    "retention deleted {} segments ({} bytes); first retained index {:?}",
+                    report.segments_deleted,
+                    report.bytes_deleted,
+                    report.first_retained.map(|i| i.0)
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("retention failed: {e}"),
+                Err(e) => tracing::error!("retention task failed: {e}"),
+            }
+        }
+    });
 }
 
 /// How far (in entries) a learner may trail the leader's log and still be promoted.

@@ -25,6 +25,8 @@ pub struct PeerService {
     pub rejoining: Arc<AtomicBool>,
     /// Written when this node is told it is a founding member of a new group (see node.rs).
     pub founder_marker: std::path::PathBuf,
+    /// Where incoming snapshots are staged.
+    pub staging_dir: std::path::PathBuf,
 }
 
 fn bad_payload(e: bincode::Error) -> Status {
@@ -83,13 +85,35 @@ impl RaftPeer for PeerService {
     async fn install_snapshot(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<RaftPayload>, Status> {
         let mut stream = request.into_inner();
         let header = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let (vote, meta): (Vote, SnapshotMeta) = decode(&header).map_err(bad_payload)?;
-        let mut data = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            data.extend_from_slice(&chunk?.data);
+        let (vote, meta, body): (Vote, SnapshotMeta, crate::snapshot::SnapshotBody) = decode(&header).map_err(bad_payload)?;
+        // Stage the records on disk as they arrive; the state machine installs them from there.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let path = self.staging_dir.join(format!("{nanos}.snapshot"));
+        let staged = async {
+            let mut out = crate::snapshot::open_staging(&path)?;
+            let mut ended = false;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|s| std::io::Error::other(s.to_string()))?;
+                if ended {
+                    return Err(std::io::Error::other("data after the snapshot's end marker"));
+                }
+                ended = crate::snapshot::is_end_chunk(&chunk.data)?;
+                crate::snapshot::stage_batch(&mut out, &chunk.data)?;
+            }
+            if !ended {
+                return Err(std::io::Error::other("the stream closed before the snapshot's end marker"));
+            }
+            std::io::Write::flush(&mut out)
+        };
+        if let Err(e) = staged.await {
+            let _ = std::fs::remove_file(&path);
+            return Err(Status::aborted(format!("snapshot transfer broke: {e}")));
         }
-        let snapshot = openraft::Snapshot { meta, snapshot: data };
-        reply(self.raft.install_full_snapshot(vote, snapshot).await)
+        let snapshot = openraft::Snapshot { meta, snapshot: crate::snapshot::SnapshotData::Staged { body, path: path.clone() } };
+        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        // Installed (the state machine removed it) or not needed: either way the file is done.
+        let _ = std::fs::remove_file(&path);
+        reply(result)
     }
 
     async fn transfer_leader(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

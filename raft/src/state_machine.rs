@@ -3,7 +3,6 @@
 //! Applying a `Send` assigns each message its queue offset (the next one of its queue) and appends
 //! a consume-queue entry pointing at the message's bytes inside the commitlog record; no message
 //! is copied. Metadata and the applied id are then made durable together (see metadata_table.rs).
-use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,14 +12,14 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use parking_lot::{Mutex, RwLock};
 use raftmq_store::{CommitLog, ConsumeQueueEntry, ConsumeQueueSet, LogIndex, QueueOffset, RECORD_HEADER_LEN};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::command::{AdminCommand, Command, SendCommand, StoredMessage, TopicConfig};
 use crate::metadata_table::{Changes, MetadataDb, MetadataTable};
+pub use crate::snapshot::SnapshotData;
+use crate::snapshot::SnapshotBody;
 use crate::types::{CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
-pub type SnapshotData = Vec<u8>;
 type Snapshot = openraft::Snapshot<crate::types::CommittedLeaderId, crate::types::NodeId, crate::types::PeerNode, SnapshotData>;
 
 /// Stable 64-bit hash of a tag, stored in consume-queue entries for filtering.
@@ -42,19 +41,29 @@ pub struct SmShared {
     db: MetadataDb,
     table: RwLock<MetadataTable>,
     applied_tx: watch::Sender<u64>,
-    snapshot: Mutex<Option<(SnapshotMeta, SnapshotData)>>,
+    /// The latest snapshot built or installed here (its records are in this node's log).
+    snapshot: Mutex<Option<(SnapshotMeta, SnapshotBody)>>,
+    /// Present while a snapshot install is replacing the log, queues and metadata.
+    installing_marker: std::path::PathBuf,
+    /// Snapshot sends reading this node's log; retention waits while any is running.
+    snapshot_readers: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Keeps retention off while alive (see `SmShared::hold_retention`).
+pub struct RetentionHold(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for RetentionHold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// File beside metadata.redb that marks an install in progress.
+const INSTALLING_MARKER: &str = "snapshot-installing";
 
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<SmShared>,
-}
-
-/// What a snapshot carries: the metadata. Message bytes stay in the commitlog.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    topics: BTreeMap<String, TopicConfig>,
-    queue_next: BTreeMap<(String, u32), u64>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -63,7 +72,19 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 impl StateMachine {
     pub fn open(log: Arc<CommitLog>, queues: ConsumeQueueSet, db_path: &Path) -> io::Result<StateMachine> {
-        let (db, table) = MetadataDb::open(db_path).map_err(io_err)?;
+        let (db, mut table) = MetadataDb::open(db_path).map_err(io_err)?;
+        let installing = db_path.with_file_name(INSTALLING_MARKER);
+        if installing.exists() {
+            // A snapshot install was cut short: log, queues and metadata may disagree. Drop them
+            // all (the vote stays, so this is no data-loss rejoin) and catch up again.
+            tracing::warn!("an interrupted snapshot install left partial state: discarding it to catch up again");
+            log.reset().map_err(io_err)?;
+            queues.clear().map_err(io_err)?;
+            table = MetadataTable::default();
+            db.replace_all(&table).map_err(io_err)?;
+            db.clear_snapshot().map_err(io_err)?;
+            std::fs::remove_file(&installing)?;
+        }
         // Cut consume-queue entries that redb does not know of: the log replay rewrites them.
         for (topic, queue_id) in queues.list().map_err(io_err)? {
             let next = table.queue_next.get(&(topic.clone(), queue_id)).copied().unwrap_or(0);
@@ -71,7 +92,18 @@ impl StateMachine {
         }
         let applied = table.applied.map(|id| id.index).unwrap_or(0);
         let (applied_tx, _) = watch::channel(applied);
-        let shared = SmShared { log, queues, db, table: RwLock::new(table), applied_tx, snapshot: Mutex::new(None) };
+        let installing_marker = installing;
+        let snapshot = db.load_snapshot().map_err(io_err)?;
+        let shared = SmShared {
+            log,
+            queues,
+            db,
+            table: RwLock::new(table),
+            applied_tx,
+            snapshot: Mutex::new(snapshot),
+            installing_marker,
+            snapshot_readers: Arc::default(),
+        };
         Ok(StateMachine { shared: Arc::new(shared) })
     }
 
@@ -89,10 +121,24 @@ impl SmShared {
         self.table.read().topics.values().cloned().collect()
     }
 
-    /// (min, next) offsets of a queue; min is 0 until retention is wired to queues.
+    /// (min, next) offsets of a queue: min is where this node's queue starts (a node that caught
+    /// up from a snapshot holds only the retained messages).
     pub fn queue_range(&self, topic: &str, queue_id: u32) -> (u64, u64) {
         let next = self.table.read().queue_next.get(&(topic.to_string(), queue_id)).copied().unwrap_or(0);
-        (0, next)
+        let min = self.queues.queue(topic, queue_id).map(|q| q.min_offset().0).unwrap_or(0);
+        (min.min(next), next)
+    }
+
+    pub fn queue(&self, topic: &str, queue_id: u32) -> io::Result<Arc<raftmq_store::ConsumeQueue>> {
+        self.queues.queue(topic, queue_id).map_err(io_err)
+    }
+
+    pub fn reset_queue(&self, topic: &str, queue_id: u32, base: u64) -> io::Result<()> {
+        self.queues.reset_queue(topic, queue_id, QueueOffset(base)).map(|_| ()).map_err(io_err)
+    }
+
+    pub fn sync_queues(&self) -> io::Result<()> {
+        self.queues.sync_dirty().map_err(io_err)
     }
 
     pub fn applied(&self) -> Option<LogId> {
@@ -112,10 +158,26 @@ impl SmShared {
         &self.log
     }
 
+    /// Holds retention off until the returned guard drops (a snapshot send reads the log).
+    pub fn hold_retention(&self) -> RetentionHold {
+        self.snapshot_readers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        RetentionHold(self.snapshot_readers.clone())
+    }
+
+    /// Deletes purged segments past the policy, unless a snapshot send is reading the log.
+    pub fn enforce_retention(&self, policy: &raftmq_store::RetentionPolicy) -> io::Result<Option<raftmq_store::RetentionReport>> {
+        let _hold = self.hold_retention();
+        if self.snapshot_readers.load(std::sync::atomic::Ordering::Acquire) > 1 {
+            return Ok(None);
+        }
+        self.log.enforce_retention(policy, std::time::SystemTime::now()).map(Some).map_err(io_err)
+    }
+
     /// Up to `max` applied messages of (topic, queue) from `from`. Messages whose segment was
     /// deleted by retention are skipped.
     pub fn read_queue(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> io::Result<Vec<QueuedMessage>> {
-        let (_, next) = self.queue_range(topic, queue_id);
+        let (min, next) = self.queue_range(topic, queue_id);
+        let from = from.max(min);
         if from >= next {
             return Ok(Vec::new());
         }
@@ -192,10 +254,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let table = self.shared.table.read().clone();
         let body = SnapshotBody { topics: table.topics, queue_next: table.queue_next };
-        let data = bincode::serialize(&body).map_err(io_err)?;
         let meta = SnapshotMeta { last_log_id: table.applied, last_membership: table.membership };
-        *self.shared.snapshot.lock() = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: data })
+        self.shared.db.save_snapshot(&meta, &body).map_err(io_err)?;
+        *self.shared.snapshot.lock() = Some((meta.clone(), body.clone()));
+        Ok(Snapshot { meta, snapshot: self.local_data(body, table.applied) })
+    }
+}
+
+impl StateMachine {
+    fn local_data(&self, body: SnapshotBody, last: Option<LogId>) -> SnapshotData {
+        SnapshotData::Local { body, source: self.shared.clone(), last_index: last.map(|id| id.index).unwrap_or(0) }
     }
 }
 
@@ -258,23 +326,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        let body: SnapshotBody = bincode::deserialize(&snapshot).map_err(io_err)?;
+        let shared = self.shared.clone();
+        let body = snapshot.body().clone();
+        crate::node::write_marker(&self.shared.installing_marker, "snapshot install in progress")?;
+        // Disk work: the records go into the log and the queues are rebuilt.
+        let installed = tokio::task::spawn_blocking(move || crate::snapshot::install_records(&shared, &snapshot).map(|()| snapshot))
+            .await
+            .map_err(io_err)??;
+        if let SnapshotData::Staged { path, .. } = &installed {
+            let _ = std::fs::remove_file(path);
+        }
         let table = MetadataTable {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            topics: body.topics,
-            queue_next: body.queue_next,
+            topics: body.topics.clone(),
+            queue_next: body.queue_next.clone(),
         };
         self.shared.db.replace_all(&table).map_err(io_err)?;
+        self.shared.db.save_snapshot(meta, &body).map_err(io_err)?;
+        std::fs::remove_file(&self.shared.installing_marker)?;
         let applied = table.applied.map(|id| id.index).unwrap_or(0);
         *self.shared.table.write() = table;
-        *self.shared.snapshot.lock() = Some((meta.clone(), snapshot));
+        *self.shared.snapshot.lock() = Some((meta.clone(), body));
         self.shared.applied_tx.send_replace(applied);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.shared.snapshot.lock().clone().map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+        let current = self.shared.snapshot.lock().clone();
+        Ok(current.map(|(meta, body)| {
+            let data = self.local_data(body, meta.last_log_id);
+            Snapshot { meta, snapshot: data }
+        }))
     }
 }
-

@@ -29,6 +29,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     peers: String,
+    /// Extra `raftmq server` flags for every node.
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -53,6 +55,10 @@ pub struct Read {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_args: &[&str]) -> Cluster {
         let mut dir = tempfile::tempdir().unwrap();
         if std::env::var_os("RAFTMQ_TEST_KEEP").is_some() {
             dir.disable_cleanup(true);
@@ -70,7 +76,8 @@ impl Cluster {
             });
         }
         let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.peer_addr)).collect::<Vec<_>>().join(",");
-        let mut cluster = Cluster { dir, nodes, peers };
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let mut cluster = Cluster { dir, nodes, peers, extra_args };
         for id in 1..=3 {
             cluster.start_node(id);
         }
@@ -84,6 +91,7 @@ impl Cluster {
 
     pub fn start_node(&mut self, id: u64) {
         let peers = self.peers.clone();
+        let extra_args = self.extra_args.clone();
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).unwrap();
@@ -92,6 +100,7 @@ impl Cluster {
             .args(["--peer-listen", &node.peer_addr, "--peers", &peers, "--segment-size-bytes", "33554432"])
             .arg("--data-dir")
             .arg(&node.data_dir)
+            .args(&extra_args)
             .env("RAFTMQ_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -170,29 +179,40 @@ impl Cluster {
 
     /// One send through any live node (as a client would); Err = failed or indeterminate.
     pub async fn send(&self, topic: &str, body: &str) -> Result<Sent, String> {
+        self.send_batch(topic, &[body.to_string()]).await.map(|mut sent| sent.remove(0))
+    }
+
+    /// One SendMessage request holding several messages (one log record).
+    pub async fn send_batch(&self, topic: &str, bodies: &[String]) -> Result<Vec<Sent>, String> {
         let mut last_error = String::new();
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
             let Ok((_, channel)) = client::connect(&node.client_addr).await else { continue };
-            let message = Message {
-                topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }),
-                user_properties: Default::default(),
-                system_properties: Some(SystemProperties {
-                    message_id: client::new_message_id(),
-                    body_encoding: Encoding::Identity as i32,
-                    message_type: MessageType::Normal as i32,
-                    ..Default::default()
-                }),
-                body: body.as_bytes().to_vec().into(),
-            };
-            let mut request = client::request("fault-test", SendMessageRequest { messages: vec![message] });
-            request.set_timeout(Duration::from_secs(3));
+            let messages = bodies
+                .iter()
+                .map(|body| Message {
+                    topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }),
+                    user_properties: Default::default(),
+                    system_properties: Some(SystemProperties {
+                        message_id: client::new_message_id(),
+                        body_encoding: Encoding::Identity as i32,
+                        message_type: MessageType::Normal as i32,
+                        ..Default::default()
+                    }),
+                    body: body.as_bytes().to_vec().into(),
+                })
+                .collect();
+            let mut request = client::request("fault-test", SendMessageRequest { messages });
+            request.set_timeout(Duration::from_secs(5));
             match client::messaging(channel).send_message(request).await {
                 Ok(response) => {
                     let response = response.into_inner();
                     let code = response.status.as_ref().map(|s| s.code).unwrap_or(0);
                     if code == raftmq::v2::Code::Ok as i32 {
-                        let entry = &response.entries[0];
-                        return Ok(Sent { body: body.into(), offset: entry.offset as u64 });
+                        return Ok(bodies
+                            .iter()
+                            .zip(&response.entries)
+                            .map(|(body, entry)| Sent { body: body.clone(), offset: entry.offset as u64 })
+                            .collect());
                     }
                     last_error = format!("{:?}", response.status);
                 }
