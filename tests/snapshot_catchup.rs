@@ -93,6 +93,17 @@ async fn wiped_follower_catches_up_past_the_purge_point_by_snapshot() {
         .collect();
     check_history(&rebased, &shifted).unwrap();
 
+    // Both nodes start their queues at the first message they still hold.
+    for id in [leader, wiped] {
+        let first_read = cluster.read_local(id, TOPIC, QUEUES).await;
+        let (_, channel) = raftmq::cli::client::connect(&cluster.node(id).client_addr).await.unwrap();
+        let topics = raftmq::cli::client::admin(channel).list_topics(raftmq::admin_pb::ListTopicsRequest {}).await.unwrap().into_inner();
+        for q in &topics.topics.iter().find(|t| t.name == TOPIC).unwrap().queue_offsets {
+            let lowest = first_read.iter().filter(|r| r.queue_id == q.queue_id).map(|r| r.offset).min();
+            assert_eq!(Some(q.min_offset), lowest.or(Some(q.max_offset)), "node {id} queue {} min offset", q.queue_id);
+        }
+    }
+
     // The log records both hold agree, index by index.
     let leader_log = cluster.log_digest(leader).await;
     let wiped_log = cluster.log_digest(wiped).await;

@@ -139,7 +139,7 @@ fn applied_offset(source: &SmShared, cursors: &mut BTreeMap<(String, u32), u64>,
 }
 
 /// Binary search: the first offset whose entry lies at or after `position` (entries ascend).
-fn first_offset_at_or_after(queue: &raftmq_store::ConsumeQueue, position: u64) -> std::io::Result<u64> {
+pub fn first_offset_at_or_after(queue: &raftmq_store::ConsumeQueue, position: u64) -> std::io::Result<u64> {
     let (mut low, mut high) = (queue.min_offset().0, queue.next_offset().0);
     while low < high {
         let mid = low + (high - low) / 2;

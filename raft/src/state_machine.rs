@@ -170,7 +170,24 @@ impl SmShared {
         if self.snapshot_readers.load(std::sync::atomic::Ordering::Acquire) > 1 {
             return Ok(None);
         }
-        self.log.enforce_retention(policy, std::time::SystemTime::now()).map(Some).map_err(io_err)
+        let report = self.log.enforce_retention(policy, std::time::SystemTime::now()).map_err(io_err)?;
+        if report.segments_deleted > 0 {
+            self.advance_queue_starts()?;
+        }
+        Ok(Some(report))
+    }
+
+    /// Moves each queue's start past entries whose bytes retention deleted, so that reads and
+    /// offset queries begin at the first message that still exists.
+    fn advance_queue_starts(&self) -> io::Result<()> {
+        let Some(first) = self.log.state().first_retained else { return Ok(()) };
+        let Some(first_position) = self.log.position(first) else { return Ok(()) };
+        for (topic, queue_id) in self.queues.list().map_err(io_err)? {
+            let queue = self.queue(&topic, queue_id)?;
+            let start = crate::snapshot::first_offset_at_or_after(&queue, first_position.0)?;
+            queue.truncate_front(QueueOffset(start)).map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// Up to `max` applied messages of (topic, queue) from `from`. Messages whose segment was
