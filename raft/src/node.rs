@@ -83,8 +83,8 @@ pub struct RaftNode {
     shutdown: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
 }
 
-/// Writes a small marker file durably (file and directory entry).
-pub(crate) fn write_marker(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a small file durably and atomically (temp file, fsync, rename, fsync of the directory).
+pub(crate) fn write_file_durably(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::File::open(&tmp)?.sync_all()?;
@@ -103,7 +103,7 @@ fn claim_data_dir(dir: &Path, node_id: NodeId, group: &str) -> Result<bool, Node
     let me = Identity { node_id, group: group.to_string() };
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let found: Identity = serde_json_lite(&bytes).map_err(|e| storage_err(format!("{}: {e}", path.display())))?;
+            let found: Identity = serde_json::from_slice(&bytes).map_err(|e| storage_err(format!("{}: {e}", path.display())))?;
             if found != me {
                 return Err(NodeError::ForeignDataDir {
                     dir: dir.display().to_string(),
@@ -116,28 +116,12 @@ fn claim_data_dir(dir: &Path, node_id: NodeId, group: &str) -> Result<bool, Node
             Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join("node.json.tmp");
-            std::fs::write(&tmp, format!("{{\"node_id\":{node_id},\"group\":\"{group}\"}}\n")).map_err(storage_err)?;
-            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(storage_err)?;
-            std::fs::rename(&tmp, &path).map_err(storage_err)?;
-            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(storage_err)?;
+            let text = serde_json::to_string(&me).expect("identity serializes");
+            write_file_durably(&path, &text).map_err(storage_err)?;
             Ok(true)
         }
         Err(e) => Err(storage_err(format!("{}: {e}", path.display()))),
     }
-}
-
-/// node.json is tiny and written by us: parse it without pulling serde_json into this crate.
-fn serde_json_lite(bytes: &[u8]) -> Result<Identity, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let field = |name: &str| -> Result<String, String> {
-        let key = format!("\"{name}\":");
-        let at = text.find(&key).ok_or(format!("missing {name}"))? + key.len();
-        let rest = text[at..].trim_start();
-        let end = rest.find([',', '}']).ok_or("unterminated")?;
-        Ok(rest[..end].trim().trim_matches('"').to_string())
-    };
-    Ok(Identity { node_id: field("node_id")?.parse().map_err(|_| "bad node_id")?, group: field("group")? })
 }
 
 impl RaftNode {
@@ -350,7 +334,7 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
                     continue;
                 }
                 // The group exists without us: we are new or lost our data (see module comment).
-                write_marker(&marker, "rejoining after data loss\n").map_err(|e| e.to_string())?;
+                write_file_durably(&marker, "rejoining after data loss\n").map_err(|e| e.to_string())?;
                 rejoining.store(true, Ordering::Release);
                 raft.runtime_config().elect(false);
                 tracing::warn!("this node has no Raft state but its group exists: rejoining as a learner");
@@ -362,7 +346,7 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
-                write_marker(&founder, "founding member of a new group").map_err(|e| e.to_string())?;
+                write_file_durably(&founder, "founding member of a new group").map_err(|e| e.to_string())?;
                 let members: BTreeMap<NodeId, PeerNode> = config.peers.clone();
                 match raft.initialize(members).await {
                     Ok(()) => tracing::info!("initialized a new group with {} voters", config.peers.len()),

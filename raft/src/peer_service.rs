@@ -142,7 +142,7 @@ impl RaftPeer for PeerService {
         if self.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))? || self.rejoining.load(Ordering::Acquire) {
             return refuse("this node already belongs to an initialized group".into());
         }
-        if let Err(e) = crate::node::write_marker(&self.founder_marker, "founding member of a new group") {
+        if let Err(e) = crate::node::write_file_durably(&self.founder_marker, "founding member of a new group") {
             return refuse(format!("cannot record the founder marker: {e}"));
         }
         tracing::info!(initiator = request.initiator, "recorded as a founding member of group {}", self.group);

@@ -345,7 +345,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
         let shared = self.shared.clone();
         let body = snapshot.body().clone();
-        crate::node::write_marker(&self.shared.installing_marker, "snapshot install in progress")?;
+        crate::node::write_file_durably(&self.shared.installing_marker, "snapshot install in progress")?;
         // Disk work: the records go into the log and the queues are rebuilt.
         let installed = tokio::task::spawn_blocking(move || crate::snapshot::install_records(&shared, &snapshot).map(|()| snapshot))
             .await
