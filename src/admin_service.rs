@@ -142,7 +142,7 @@ impl Admin for AdminServiceImpl {
         let mut nodes = vec![node_status(&self.broker)];
         for &id in self.broker.config.peers.keys().filter(|id| **id != self.broker.config.node_id) {
             let unreachable = |error: String| NodeStatus { id, role: "unreachable".into(), error, group: self.broker.config.group.clone(), ..Default::default() };
-            let Some(addr) = self.broker.client_addr_of(id) else {
+            let Some(addr) = self.broker.forward_addr_of(id) else {
                 nodes.push(unreachable("client address not known yet".into()));
                 continue;
             };

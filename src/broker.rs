@@ -22,8 +22,12 @@ use crate::v2::Code;
 pub struct Broker {
     pub config: ServerConfig,
     pub node: RaftNode,
-    /// Client addresses of the group's nodes, learned from the peers (node id -> host:port).
+    /// Advertised client addresses of the group's nodes, learned from the peers (for routes).
     client_addrs: RwLock<BTreeMap<u64, String>>,
+    /// Where this node reaches each peer's client API to forward calls: the peer's host (as in
+    /// --peers) with its client listen port. Differs from the advertised address when clients
+    /// come through NAT or published container ports.
+    forward_addrs: RwLock<BTreeMap<u64, String>>,
     round_robin: AtomicU64,
     proposals: Semaphore,
     channels: Mutex<HashMap<String, Channel>>,
@@ -44,6 +48,7 @@ impl Broker {
             config,
             node,
             client_addrs: RwLock::new(client_addrs),
+            forward_addrs: RwLock::new(BTreeMap::new()),
             round_robin: AtomicU64::new(0),
             proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
             channels: Mutex::new(HashMap::new()),
@@ -73,7 +78,7 @@ impl Broker {
         let Some(leader) = metrics.current_leader else {
             return Err(NotServed::Error(ApiError::unavailable("the group has no leader right now; retry shortly")));
         };
-        match self.client_addrs.read().get(&leader) {
+        match self.forward_addrs.read().get(&leader) {
             Some(addr) if leader != self.config.node_id => Err(NotServed::Leader(addr.clone())),
             _ => Err(NotServed::Error(ApiError::unavailable(format!("leader {leader} is not reachable yet; retry shortly")))),
         }
@@ -84,8 +89,9 @@ impl Broker {
         raftmq_cluster::GroupRoute::new(self.config.group.clone(), self.client_addrs.read().values().cloned().collect())
     }
 
-    pub fn client_addr_of(&self, node_id: u64) -> Option<String> {
-        self.client_addrs.read().get(&node_id).cloned()
+    /// Where this node reaches another node's client API (admin fan-out, forwarding).
+    pub fn forward_addr_of(&self, node_id: u64) -> Option<String> {
+        self.forward_addrs.read().get(&node_id).cloned()
     }
 
     pub fn next_round_robin(&self) -> u64 {
@@ -138,9 +144,12 @@ async fn discover_client_addrs(broker: std::sync::Weak<Broker>) {
             let mut request = tonic::Request::new(NodeStateRequest {});
             request.set_timeout(Duration::from_millis(500));
             if let Ok(response) = raftmq_raft::network::peer_client(channel).node_state(request).await {
-                let addr = response.into_inner().client_addr;
-                if !addr.is_empty() {
-                    broker.client_addrs.write().insert(id, addr);
+                let state = response.into_inner();
+                if !state.client_addr.is_empty() {
+                    broker.client_addrs.write().insert(id, state.client_addr);
+                }
+                if let Some((host, _)) = peer_addr.rsplit_once(':') {
+                    broker.forward_addrs.write().insert(id, format!("{host}:{}", state.client_listen_port));
                 }
             }
         }

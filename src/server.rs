@@ -40,6 +40,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         data_dir: config.data_dir.clone(),
         peer_listen: config.peer_listen,
         client_addr: config.advertise.clone(),
+        client_listen_port: config.listen.port(),
         peers,
         flush: config.flush,
         segment_size_bytes: config.segment_size_bytes,

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub peer_listen: SocketAddr,
     /// Where clients reach this node (advertised in routes).
     pub client_addr: String,
+    /// The port the client API listens on (peers forward calls to it at this node's peer host).
+    pub client_listen_port: u16,
     /// Every member of the group (including this node).
     pub peers: BTreeMap<NodeId, PeerNode>,
     pub flush: FlushPolicy,
@@ -179,6 +181,7 @@ impl RaftNode {
             node_id: config.node_id,
             group: config.group.clone(),
             client_addr: config.client_addr.clone(),
+            client_listen_port: config.client_listen_port,
             raft: raft.clone(),
             rejoining: rejoining.clone(),
             founder_marker: config.data_dir.join("founder"),

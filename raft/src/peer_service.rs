@@ -20,6 +20,7 @@ pub struct PeerService {
     pub node_id: NodeId,
     pub group: String,
     pub client_addr: String,
+    pub client_listen_port: u16,
     pub raft: Raft,
     /// Set while this node has lost its data and is not yet promoted again: it must not vote.
     pub rejoining: Arc<AtomicBool>,
@@ -130,6 +131,7 @@ impl RaftPeer for PeerService {
             leader_id: metrics.current_leader.unwrap_or(0),
             group: self.group.clone(),
             client_addr: self.client_addr.clone(),
+            client_listen_port: self.client_listen_port as u32,
         }))
     }
 
