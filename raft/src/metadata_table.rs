@@ -1,10 +1,12 @@
 //! The state machine's metadata, built by applying commands, and its durable copy in redb.
 //!
 //! redb holds the applied log id, the membership, topics and each queue's next offset, written in
-//! one transaction per apply batch. On start the state machine trusts redb and replays the log
-//! from the applied index; consume-queue entries past a queue's recorded next offset are cut
-//! (they are rewritten by the replay). Consume queues are synced before redb commits, so a queue
-//! is never shorter than redb says.
+//! one transaction per apply batch. Most of those commits are not durable (`Durability::None`):
+//! the log is the source of truth, so the state machine only checkpoints now and then (consume
+//! queues synced first, then a durable commit) and, after a crash, replays the log from the last
+//! checkpoint's applied index; consume-queue entries past a queue's recorded next offset are cut
+//! (the replay rewrites them). Because queues are synced before each durable commit, a queue is
+//! never shorter than the durable redb says.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -92,10 +94,11 @@ impl MetadataDb {
         Ok(table)
     }
 
-    /// Writes the applied id and every changed row in one durable transaction.
-    pub fn persist(&self, table: &MetadataTable, changes: &Changes) -> Result<(), MetadataError> {
+    /// Writes the applied id and every changed row in one transaction; `durable` makes it (and
+    /// every earlier non-durable commit) survive a crash. The caller syncs consume queues first.
+    pub fn persist(&self, table: &MetadataTable, changes: &Changes, durable: bool) -> Result<(), MetadataError> {
         let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(Durability::Immediate).map_err(err)?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(err)?;
         Self::write_rows(&txn, table, changes)?;
         txn.commit().map_err(err)
     }

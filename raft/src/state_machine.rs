@@ -47,7 +47,12 @@ pub struct SmShared {
     installing_marker: std::path::PathBuf,
     /// Snapshot sends reading this node's log; retention waits while any is running.
     snapshot_readers: Arc<std::sync::atomic::AtomicUsize>,
+    /// When the derived state was last made durable (see metadata_table.rs).
+    last_checkpoint: Mutex<std::time::Instant>,
 }
+
+/// How often apply makes the derived state durable; a crash replays at most this much log.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Keeps retention off while alive (see `SmShared::hold_retention`).
 pub struct RetentionHold(Arc<std::sync::atomic::AtomicUsize>);
@@ -103,6 +108,7 @@ impl StateMachine {
             snapshot: Mutex::new(snapshot),
             installing_marker,
             snapshot_readers: Arc::default(),
+            last_checkpoint: Mutex::new(std::time::Instant::now()),
         };
         Ok(StateMachine { shared: Arc::new(shared) })
     }
@@ -156,6 +162,27 @@ impl SmShared {
 
     pub fn commit_log(&self) -> &Arc<CommitLog> {
         &self.log
+    }
+
+    /// True (and restarts the clock) when apply should make its batch durable.
+    fn checkpoint_due(&self) -> bool {
+        let mut last = self.last_checkpoint.lock();
+        if last.elapsed() < CHECKPOINT_INTERVAL {
+            return false;
+        }
+        *last = std::time::Instant::now();
+        true
+    }
+
+    /// Makes everything applied so far durable: queues, then a durable redb commit that carries
+    /// every earlier non-durable one with it. Call it only between applies (the state-machine
+    /// worker), never concurrently with one.
+    fn checkpoint(&self) -> io::Result<()> {
+        self.queues.sync_dirty().map_err(io_err)?;
+        let table = self.table.read().clone();
+        self.db.persist(&table, &Changes::default(), true).map_err(io_err)?;
+        *self.last_checkpoint.lock() = std::time::Instant::now();
+        Ok(())
     }
 
     /// Holds retention off until the returned guard drops (a snapshot send reads the log).
@@ -265,16 +292,18 @@ impl SmShared {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+/// A snapshot whose durable work is already done; openraft builds it on a task of its own.
+pub struct PreparedSnapshot {
+    meta: SnapshotMeta,
+    data: Option<SnapshotData>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for PreparedSnapshot {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let table = self.shared.table.read().clone();
-        let body = SnapshotBody { topics: table.topics, queue_next: table.queue_next };
-        let meta = SnapshotMeta { last_log_id: table.applied, last_membership: table.membership };
-        self.shared.db.save_snapshot(&meta, &body).map_err(io_err)?;
-        *self.shared.snapshot.lock() = Some((meta.clone(), body.clone()));
-        Ok(Snapshot { meta, snapshot: self.local_data(body, table.applied) })
+        let data = self.data.take().ok_or_else(|| io_err("a prepared snapshot is built once"))?;
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: data })
     }
 }
 
@@ -282,11 +311,25 @@ impl StateMachine {
     fn local_data(&self, body: SnapshotBody, last: Option<LogId>) -> SnapshotData {
         SnapshotData::Local { body, source: self.shared.clone(), last_index: last.map(|id| id.index).unwrap_or(0) }
     }
+
+    /// Runs in openraft's state-machine worker, between applies: the durable applied index must
+    /// never be behind a snapshot (openraft purges the log up to it, and a restart replays from
+    /// the durable applied index), and no durable commit may race an apply batch whose queue
+    /// entries are not synced yet. So the checkpoint and the snapshot's metadata are written here.
+    fn prepare_snapshot(&self) -> io::Result<PreparedSnapshot> {
+        self.shared.checkpoint()?;
+        let table = self.shared.table.read().clone();
+        let body = SnapshotBody { topics: table.topics, queue_next: table.queue_next };
+        let meta = SnapshotMeta { last_log_id: table.applied, last_membership: table.membership };
+        self.shared.db.save_snapshot(&meta, &body).map_err(io_err)?;
+        *self.shared.snapshot.lock() = Some((meta.clone(), body.clone()));
+        Ok(PreparedSnapshot { data: Some(self.local_data(body, meta.last_log_id)), meta })
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
-    type SnapshotBuilder = StateMachine;
+    type SnapshotBuilder = PreparedSnapshot;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let table = self.shared.table.read();
@@ -326,9 +369,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 replies.push((responder, response));
             }
         }
-        // Queues first, then redb: a queue is never shorter than redb says.
-        shared.queues.sync_dirty().map_err(io_err)?;
-        shared.db.persist(&table, &changes).map_err(io_err)?;
+        // The log already holds these entries durably; checkpoint the derived state only now and
+        // then (queues first, then redb, so a queue is never shorter than the durable redb says).
+        let durable = shared.checkpoint_due();
+        if durable {
+            shared.queues.sync_dirty().map_err(io_err)?;
+        }
+        shared.db.persist(&table, &changes, durable).map_err(io_err)?;
         let applied = table.applied.map(|id| id.index).unwrap_or(0);
         *shared.table.write() = table;
         shared.applied_tx.send_replace(applied);
@@ -338,8 +385,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<PreparedSnapshot> {
+        match self.prepare_snapshot() {
+            Ok(prepared) => Some(prepared),
+            Err(e) => {
+                tracing::error!("cannot prepare a snapshot: {e}");
+                None
+            }
+        }
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        self.prepare_snapshot().unwrap_or_else(|e| {
+            tracing::error!("cannot prepare a snapshot: {e}");
+            PreparedSnapshot { meta: SnapshotMeta::default(), data: None }
+        })
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
