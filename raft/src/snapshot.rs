@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raftmq_store::{CommitLogPosition, ConsumeQueueEntry, LogIndex, QueueOffset, Record, RECORD_HEADER_LEN};
+use raftmq_store::{LogIndex, QueueOffset, Record, RECORD_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, TopicConfig};
 use crate::log_store::KIND_NORMAL;
-use crate::state_machine::{SmShared, tag_hash};
+use crate::state_machine::SmShared;
 
 /// Records per batch on the wire and in the staging file, bounded by bytes too.
 const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -249,17 +249,9 @@ pub fn install_records(target: &SmShared, data: &SnapshotData) -> std::io::Resul
         let Ok(Command::Send(send)) = Command::decode(&record.payload) else { continue };
         let position = log.position(LogIndex(index)).ok_or_else(|| io_err("installed record has no position"))?;
         let queue = target.queue(&send.topic, send.queue_id)?;
-        let mut offset = record.first_offset.expect("only applied records are pending");
-        for (at, bytes) in &send.messages {
-            let message = crate::command::StoredMessage::decode(bytes.clone()).map_err(io_err)?;
-            let entry = ConsumeQueueEntry {
-                position: CommitLogPosition(position.0 + (RECORD_HEADER_LEN + at) as u64),
-                size: bytes.len() as u32,
-                tag_hash: tag_hash(message.header.tag.as_deref()),
-            };
-            queue.append(QueueOffset(offset), entry).map_err(io_err)?;
-            offset += 1;
-        }
+        let first_offset = record.first_offset.expect("only applied records are pending");
+        let entries = crate::state_machine::queue_entries(position, &send)?;
+        queue.append_batch(QueueOffset(first_offset), &entries).map_err(io_err)?;
     }
     target.sync_queues()
 }

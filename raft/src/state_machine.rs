@@ -27,6 +27,22 @@ pub fn tag_hash(tag: Option<&str>) -> u64 {
     tag.map(|t| crc32c::crc32c(t.as_bytes()) as u64 + 1).unwrap_or(0)
 }
 
+/// The consume-queue entries of a `Send` command whose record starts at `record_position`: each
+/// points straight at its message's bytes inside the record.
+pub fn queue_entries(record_position: raftmq_store::CommitLogPosition, send: &SendCommand) -> io::Result<Vec<ConsumeQueueEntry>> {
+    send.messages
+        .iter()
+        .map(|(at, bytes)| {
+            let message = StoredMessage::decode(bytes.clone()).map_err(io_err)?;
+            Ok(ConsumeQueueEntry {
+                position: raftmq_store::CommitLogPosition(record_position.0 + (RECORD_HEADER_LEN + at) as u64),
+                size: bytes.len() as u32,
+                tag_hash: tag_hash(message.header.tag.as_deref()),
+            })
+        })
+        .collect()
+}
+
 /// A message read back from a queue.
 #[derive(Clone, Debug)]
 pub struct QueuedMessage {
@@ -252,18 +268,9 @@ impl SmShared {
         let key = (send.topic.clone(), send.queue_id);
         let first_offset = table.queue_next.get(&key).copied().unwrap_or(0);
         let queue = self.queues.queue(&send.topic, send.queue_id).map_err(io_err)?;
-        let mut next = first_offset;
-        for (at, bytes) in &send.messages {
-            let message = StoredMessage::decode(bytes.clone()).map_err(io_err)?;
-            let position = raftmq_store::CommitLogPosition(record_position.0 + (RECORD_HEADER_LEN + at) as u64);
-            let entry = ConsumeQueueEntry {
-                position,
-                size: bytes.len() as u32,
-                tag_hash: tag_hash(message.header.tag.as_deref()),
-            };
-            queue.append(QueueOffset(next), entry).map_err(io_err)?;
-            next += 1;
-        }
+        let entries = queue_entries(record_position, &send)?;
+        queue.append_batch(QueueOffset(first_offset), &entries).map_err(io_err)?;
+        let next = first_offset + entries.len() as u64;
         table.queue_next.insert(key.clone(), next);
         changes.queues.insert(key);
         Ok(CommandResponse::Sent { queue_id: send.queue_id, first_offset, store_timestamp_ms: send.store_timestamp_ms })

@@ -220,15 +220,24 @@ impl ConsumeQueue {
 
     /// Appends at `offset`, which must equal `next_offset()`. Not synced until `sync`.
     pub fn append(&self, offset: QueueOffset, entry: ConsumeQueueEntry) -> Result<(), StoreError> {
+        self.append_batch(offset, &[entry])
+    }
+
+    /// Appends consecutive entries from `first` (which must equal `next_offset()`) in one write.
+    pub fn append_batch(&self, first: QueueOffset, entries: &[ConsumeQueueEntry]) -> Result<(), StoreError> {
         let mut state = self.state.lock();
         state.check()?;
-        if offset != state.next {
-            return Err(StoreError::OffsetNotConsecutive { expected: state.next.0, got: offset.0 });
+        if first != state.next {
+            return Err(StoreError::OffsetNotConsecutive { expected: state.next.0, got: first.0 });
+        }
+        let mut bytes = Vec::with_capacity(entries.len() * CONSUME_QUEUE_ENTRY_BYTES);
+        for entry in entries {
+            bytes.extend_from_slice(&entry.encode());
         }
         self.file
-            .write_all_at(&entry.encode(), state.byte_position(offset))
+            .write_all_at(&bytes, state.byte_position(first))
             .map_err(|e| StoreError::io("append consume queue", e))?;
-        state.next.0 += 1;
+        state.next.0 += entries.len() as u64;
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
