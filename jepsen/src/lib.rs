@@ -1,0 +1,8 @@
+//! raftmq-jepsen: Jepsen-style fault injection against the raftmq docker-compose cluster.
+//! `history` records operations, `checker` judges them, `report` writes the summary and the HTML
+//! timeline, `nemesis` injects faults through the docker CLI, `run` drives a whole test.
+pub mod checker;
+pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod run;
