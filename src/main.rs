@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
             CliCommand::Send(args) => commands::send(args).await,
             CliCommand::Consume(args) => commands::consume(args).await,
             CliCommand::Cluster { command } => commands::cluster(command).await,
+            CliCommand::Bench { command } => raftmq::cli::bench::run(command).await,
         }
     });
     match result {

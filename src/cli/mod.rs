@@ -1,4 +1,5 @@
 //! The `raftmq` command line: server, dev, and the client commands.
+pub mod bench;
 pub mod client;
 pub mod commands;
 
@@ -35,6 +36,11 @@ pub enum CliCommand {
     Send(SendArgs),
     /// Read messages.
     Consume(ConsumeArgs),
+    /// Benchmarks: produce, consume, e2e, failover (one JSON line on stdout per run).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Cluster status.
     Cluster {
         #[command(subcommand)]
