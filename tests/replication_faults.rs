@@ -134,3 +134,38 @@ async fn wiped_follower_rejoins_and_serves_everything_as_leader() {
     assert_eq!(cluster.wait_for_leader(Duration::from_secs(20)).await, wiped, "the wiped node never became leader");
     assert_all_nodes_agree(&cluster, &acked).await;
 }
+
+// Goal: a node that lost its data never casts the vote that elects a leader. With the leader down
+// and only the wiped node and one intact node up, no leader may be elected (the wiped node could
+// have voted in that term before it lost its disk); once the old leader returns, the group
+// recovers with every acknowledged message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_does_not_vote_a_leader_in() {
+    let mut cluster = Cluster::start().await;
+    cluster.create_topic(TOPIC, QUEUES).await;
+    let mut seq = 0;
+    let acked = cluster.send_acked(TOPIC, &mut seq, 50).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let wiped = (1..=3).find(|id| *id != leader).unwrap();
+    let intact = (1..=3).find(|id| *id != leader && *id != wiped).unwrap();
+    cluster.kill(wiped);
+    cluster.wipe(wiped);
+    cluster.kill(leader);
+    cluster.start_node(wiped);
+    // Several election timeouts (400-800 ms) pass: the intact node campaigns and must fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut saw_rejoining = false;
+    while std::time::Instant::now() < deadline {
+        for id in [wiped, intact] {
+            if let Some(status) = cluster.status(id).await {
+                assert_ne!(status.role, "leader", "node {id} became leader with a wiped node's vote: {status:?}");
+                saw_rejoining |= id == wiped && status.role == "rejoining";
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_rejoining, "the wiped node never reported that it is rejoining\n{}", cluster.logs());
+    cluster.start_node(leader);
+    cluster.wait_for_voter(wiped, Duration::from_secs(30)).await;
+    assert_all_nodes_agree(&cluster, &acked).await;
+}
