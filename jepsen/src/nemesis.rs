@@ -60,7 +60,7 @@ impl Docker {
     }
 
     pub async fn container(&self, service: &str) -> anyhow::Result<String> {
-        let id = self.compose(&["ps", "-q", service]).await?;
+        let id = self.compose(&["ps", "-a", "-q", service]).await?;
         if id.is_empty() {
             bail!("service {service} has no container; is the compose cluster up?");
         }

@@ -367,6 +367,9 @@ async fn inject(kind: &str, docker: &mut Docker, ids: &[u64]) -> anyhow::Result<
             ("restart all: kill -9 every node, start them again".to_string(), vec![])
         }
         "wipe" => {
+            // Wiping is one node's disk loss: the other two must hold everything first (wiping a
+            // node while another still catches up would be a majority's loss, beyond the model).
+            wait_converged(&docker.nodes, Duration::from_secs(60)).await.context("not wiping: the group has not converged")?;
             let v = leader_or_random(target_leader);
             let volumes = docker.wipe(v).await?;
             (format!("wipe {}: container and volume {} removed", who(v, true), volumes.trim()), vec![("recreate", v)])
