@@ -329,9 +329,12 @@ async fn inject(kind: &str, docker: &mut Docker, ids: &[u64]) -> anyhow::Result<
     let who = |id: u64, is_leader: bool| format!("n{id}{}", if is_leader && leader == Some(id) { " (leader)" } else { "" });
     Ok(match kind {
         "kill" => {
-            let mode = pick(&["leader", "random", "majority"]);
+            let mut mode = pick(&["leader", "random", "majority"]);
+            if mode == "leader" && leader.is_none() {
+                mode = "leader (none known, so a random node)";
+            }
             let victims: Vec<u64> = match mode {
-                "leader" => vec![leader_or_random(true)],
+                "leader" | "leader (none known, so a random node)" => vec![leader_or_random(true)],
                 "random" => vec![pick(ids)],
                 _ => {
                     let first = leader_or_random(true);
