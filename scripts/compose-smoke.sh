@@ -5,6 +5,8 @@
 # and its volumes at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One project name wherever the checkout lives (the network and its fixed subnet are per project).
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-raftmq}"
 COMPOSE="${COMPOSE:-$(docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)}"
 RAFTMQ="${RAFTMQ_BIN:-target/static/x86_64-unknown-linux-gnu/release/raftmq}"
 EP="127.0.0.1:8081;127.0.0.1:8082;127.0.0.1:8083"

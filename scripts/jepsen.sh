@@ -6,6 +6,8 @@
 # Env: SKIP_IMAGE=1 (reuse raftmq:latest), KEEP=1 (leave the cluster up), RATE (200), OUT (target/jepsen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One project name wherever the checkout lives (the network and its fixed subnet are per project).
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-raftmq}"
 COMPOSE="${COMPOSE:-$(docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)}"
 RATE="${RATE:-200}"
 OUT="${OUT:-target/jepsen}"
