@@ -72,12 +72,36 @@ stop_node() {
 stop_group() {
   for id in 1 2 3; do stop_node "$id"; done
   rm -rf "$WORK"/node-1 "$WORK"/node-2 "$WORK"/node-3
+  for id in 1 2 3; do [[ -f $WORK/node-$id.log ]] && mv "$WORK/node-$id.log" "$WORK/node-$id.log.$(date +%s%N)"; done
+  return 0
+}
+
+# After a failed run: a node that is gone is reported (with its last log lines) and the group is
+# started again so that the next cases still run. Returns 1 if it restarted the group.
+check_group() {
+  local dead=
+  for id in 1 2 3; do
+    pid=$(cat "$WORK/node-$id.pid" 2>/dev/null) || pid=
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+      dead="$dead $id"
+      log "node $id is not running; last lines of its log:"
+      tail -n 20 "$WORK/node-$id.log" >&2
+    fi
+  done
+  if [[ -n $dead ]]; then
+    crashed=1
+    log "nodes$dead died; logs kept in $WORK; starting a fresh group"
+    start_group "$(cat "$WORK/flush")"
+    return 1
+  fi
+  return 0
 }
 
 cleanup() {
   stop_group
-  if [[ ${KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  if [[ ${KEEP:-0} == 1 || $crashed == 1 ]]; then log "kept $WORK (node logs)"; else rm -rf "$WORK"; fi
 }
+crashed=0
 trap cleanup EXIT
 
 wait_group() {
@@ -122,6 +146,7 @@ for flush in $FLUSHES; do
       [[ -n ${out:-} ]] && echo "$out"
       fail=1
       last_topic= last=0
+      check_group
     fi
   done
   if [[ -n $last_topic ]]; then

@@ -142,11 +142,15 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         tokio::time::sleep(settle).await;
         *shared.watch.lock() = Watch::default();
         let before = shared.acked.load(Ordering::Relaxed);
-        let kill_at = Instant::now();
-        shared.watch.lock().kill = Some(kill_at);
+        // The clock starts when the kill command has returned (the process is gone then): a send
+        // started while the command was still being spawned could be served by the old leader.
+        let kill_started = Instant::now();
         if let Err(e) = shell(&args.kill_cmd, leader).await {
             eprintln!("[bench] trial {trial}: kill: {e:#}");
         }
+        let kill_at = Instant::now();
+        shared.watch.lock().kill = Some(kill_at);
+        let kill_cmd_ms = (kill_at - kill_started).as_secs_f64() * 1000.0;
         let deadline = kill_at + trial_timeout;
         let recovered = loop {
             if let Some(t) = shared.watch.lock().first_success {
@@ -172,7 +176,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
             Some(m) => recoveries.push(m),
             None => failed_trials += 1,
         }
-        trials.push(serde_json::json!({"trial": trial, "killed": leader, "new_leader": new_leader, "recovery_ms": ms.map(round2)}));
+        trials.push(serde_json::json!({"trial": trial, "killed": leader, "new_leader": new_leader, "recovery_ms": ms.map(round2), "kill_cmd_ms": round2(kill_cmd_ms)}));
         if let Err(e) = shell(&args.restart_cmd, leader).await {
             eprintln!("[bench] trial {trial}: restart: {e:#}");
             failed_trials += 1;
