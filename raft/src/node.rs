@@ -2,10 +2,11 @@
 //!
 //! Joining, step by step:
 //! 1. A data dir records its node id and group; opening another node's dir is refused.
-//! 2. A node whose Raft state is initialized just runs.
-//! 3. A node with no Raft state asks every peer for its state. If any peer is initialized and this
-//!    node holds no `founder` marker (below), it is new or lost its data: it may have voted before
-//!    and forgotten it, so it must not vote again until that cannot matter. It persists a `rejoining` marker, disables its own
+//! 2. A node with Raft state (a log or a vote) just runs.
+//! 3. A node with no Raft state may have lost its data, and with it a vote it cast: from its first
+//!    instant (before peers can reach it) it refuses vote requests and does not campaign. It asks
+//!    every peer for its state. If any peer is initialized and this node holds no `founder` marker
+//!    (below), it is new or lost its data and must not vote until that cannot matter. It persists a `rejoining` marker, disables its own
 //!    elections and refuses vote requests, and asks the leader to make it a learner. The leader
 //!    promotes learners back to voters once they have caught up (`promote_caught_up_learners`).
 //!    The node clears the marker once it sees itself a voter again after having been a learner.
@@ -150,6 +151,7 @@ impl RaftNode {
         let state_machine =
             StateMachine::open(log.clone(), queues, &config.data_dir.join("metadata.redb")).map_err(storage_err)?;
         let state = state_machine.shared();
+        let blank = log.state().last.is_none() && vote.load().map_err(storage_err)?.is_none();
 
         let raft_config = Config {
             cluster_name: config.group.clone(),
@@ -170,9 +172,13 @@ impl RaftNode {
             .await
             .map_err(storage_err)?;
 
+        // A node with no Raft state may have lost its data and its vote with it: it does not vote
+        // from its first instant, before any peer traffic can initialize it (see module comment).
         let rejoin_marker = config.data_dir.join("rejoining");
-        let rejoining = Arc::new(AtomicBool::new(rejoin_marker.exists()));
-        if rejoining.load(Ordering::Acquire) {
+        let founder_marker = config.data_dir.join("founder");
+        let protected = rejoin_marker.exists() || (blank && !founder_marker.exists());
+        let rejoining = Arc::new(AtomicBool::new(protected));
+        if protected {
             raft.runtime_config().elect(false);
         }
 
@@ -184,7 +190,8 @@ impl RaftNode {
             client_listen_port: config.client_listen_port,
             raft: raft.clone(),
             rejoining: rejoining.clone(),
-            founder_marker: config.data_dir.join("founder"),
+            founder_marker: founder_marker.clone(),
+            rejoin_marker: rejoin_marker.clone(),
             staging_dir: config.data_dir.join("snapshot-incoming"),
         };
         let server = RaftPeerServer::new(service)
@@ -306,13 +313,22 @@ async fn promote_caught_up_learners(raft: &Raft, peers: &BTreeSet<NodeId>) {
 
 async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>, marker: PathBuf) -> Result<(), String> {
     let me = config.node_id;
-    if !raft.is_initialized().await.map_err(|e| e.to_string())? && !rejoining.load(Ordering::Acquire) {
+    let founder = config.data_dir.join("founder");
+    let lowest = *config.peers.keys().next().expect("peers is not empty");
+    if !raft.is_initialized().await.map_err(|e| e.to_string())? && !marker.exists() {
+        // No Raft state: a founding member of a new group, or a node that is new or lost its data.
         loop {
-            if raft.is_initialized().await.map_err(|e| e.to_string())? {
-                break;
+            if founder.exists() {
+                // A founder never voted before the group existed (PrepareBootstrap lifted this too).
+                lift_protection(&raft, &rejoining);
+                // The lowest founder keeps trying to initialize until the group exists (it may
+                // have stopped between preparing the founders and initializing).
+                if me != lowest || raft.is_initialized().await.map_err(|e| e.to_string())? {
+                    return Ok(());
+                }
             }
             let mut answered = 0;
-            let mut initialized_leader = None;
+            let mut initialized = false;
             for (&id, peer) in config.peers.iter().filter(|(id, _)| **id != me) {
                 let Ok(channel) = peer_channel(&peer.peer_addr) else { continue };
                 let mut request = tonic::Request::new(NodeStateRequest {});
@@ -324,32 +340,26 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
                         continue;
                     }
                     answered += 1;
-                    if state.initialized {
-                        initialized_leader = Some(state.leader_id);
-                    }
+                    initialized |= state.initialized;
                 }
             }
-            let founder = config.data_dir.join("founder");
-            if initialized_leader.is_some() {
-                if founder.exists() {
-                    // A founding member: the group's first entries are on their way to us.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-                // The group exists without us: we are new or lost our data (see module comment).
+            // The founder marker is written before the group is initialized, so seeing an
+            // initialized peer and no marker means this node is not a founder.
+            if initialized && founder.exists() {
+                return Ok(());
+            }
+            if initialized {
                 write_file_durably(&marker, "rejoining after data loss\n").map_err(|e| e.to_string())?;
-                rejoining.store(true, Ordering::Release);
-                raft.runtime_config().elect(false);
                 tracing::warn!("this node has no Raft state but its group exists: rejoining as a learner");
                 break;
             }
-            let lowest = *config.peers.keys().next().expect("peers is not empty");
-            if answered == config.peers.len() - 1 && me == lowest {
+            if !initialized && answered == config.peers.len() - 1 && me == lowest {
                 if !prepare_founders(&config).await {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
                 write_file_durably(&founder, "founding member of a new group").map_err(|e| e.to_string())?;
+                lift_protection(&raft, &rejoining);
                 let members: BTreeMap<NodeId, PeerNode> = config.peers.clone();
                 match raft.initialize(members).await {
                     Ok(()) => tracing::info!("initialized a new group with {} voters", config.peers.len()),
@@ -360,7 +370,7 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    if !rejoining.load(Ordering::Acquire) {
+    if !marker.exists() {
         return Ok(());
     }
     // Ask the leader to make us a learner, then wait to be promoted: to be a voter in a membership
@@ -373,8 +383,7 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
         match demoted_at_index {
             Some(demoted) if is_voter && membership_index > demoted => {
                 std::fs::remove_file(&marker).map_err(|e| e.to_string())?;
-                rejoining.store(false, Ordering::Release);
-                raft.runtime_config().elect(true);
+                lift_protection(&raft, &rejoining);
                 tracing::info!("caught up and promoted: voting again");
                 return Ok(());
             }
@@ -383,6 +392,12 @@ async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Lets the node vote and campaign again.
+pub(crate) fn lift_protection(raft: &Raft, rejoining: &AtomicBool) {
+    rejoining.store(false, Ordering::Release);
+    raft.runtime_config().elect(true);
 }
 
 /// Has every other member record that it founds the group. True if all did.

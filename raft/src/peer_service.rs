@@ -26,6 +26,8 @@ pub struct PeerService {
     pub rejoining: Arc<AtomicBool>,
     /// Written when this node is told it is a founding member of a new group (see node.rs).
     pub founder_marker: std::path::PathBuf,
+    /// Present while this node rejoins after losing its data.
+    pub rejoin_marker: std::path::PathBuf,
     /// Where incoming snapshots are staged.
     pub staging_dir: std::path::PathBuf,
 }
@@ -141,12 +143,14 @@ impl RaftPeer for PeerService {
         if request.group != self.group {
             return refuse(format!("node is in group {}, not {}", self.group, request.group));
         }
-        if self.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))? || self.rejoining.load(Ordering::Acquire) {
+        if self.raft.is_initialized().await.map_err(|e| Status::internal(e.to_string()))? || self.rejoin_marker.exists() {
             return refuse("this node already belongs to an initialized group".into());
         }
         if let Err(e) = crate::node::write_file_durably(&self.founder_marker, "founding member of a new group") {
             return refuse(format!("cannot record the founder marker: {e}"));
         }
+        // A founder of a new group never voted: it may vote from now on.
+        crate::node::lift_protection(&self.raft, &self.rejoining);
         tracing::info!(initiator = request.initiator, "recorded as a founding member of group {}", self.group);
         Ok(Response::new(PrepareBootstrapResponse { ready: true, error: String::new() }))
     }
