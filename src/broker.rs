@@ -19,6 +19,11 @@ use crate::limits::PROPOSALS_IN_FLIGHT_MAX;
 use crate::status::ApiError;
 use crate::v2::Code;
 
+/// How long a proposal waits for a leader's lapsed quorum lease to come back (about an election
+/// timeout), and how often it retries meanwhile.
+const LEASE_WAIT_MAX: Duration = Duration::from_millis(1000);
+const LEASE_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+
 pub struct Broker {
     pub config: ServerConfig,
     pub node: RaftNode,
@@ -104,10 +109,21 @@ impl Broker {
             .proposals
             .try_acquire()
             .map_err(|_| ProposeError::Api(ApiError::new(Code::TooManyRequests, "too many requests in flight; slow down")))?;
-        match self.node.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ProposeError::NotLeader),
-            Err(e) => Err(ProposeError::Api(ApiError::unavailable(format!("write not confirmed: {e}")))),
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT_MAX;
+        loop {
+            match self.node.raft.client_write(command.clone()).await {
+                Ok(response) => return Ok(response.data),
+                // Refused before anything was written. A leader whose quorum lease lapsed (just
+                // elected, or a member just restarted) refuses writes for a moment: wait for the
+                // lease while this node still leads; otherwise the caller forwards.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
+                    if self.is_leader() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LEASE_RETRY_INTERVAL).await;
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => return Err(ProposeError::NotLeader),
+                Err(e) => return Err(ProposeError::Api(ApiError::unavailable(format!("write not confirmed: {e}")))),
+            }
         }
     }
 
