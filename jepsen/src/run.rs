@@ -11,10 +11,7 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use raftmq::admin_pb::{ClusterStatusRequest, CreateTopicRequest, LogDigestRequest, NodeStatus, ReadLocalRequest};
 use raftmq::cli::client;
-use raftmq::v2::{
-    Encoding, Message, MessageQueue, MessageType, PullMessageRequest, Resource, SendMessageRequest, SystemProperties,
-    pull_message_response,
-};
+use raftmq::v2::{MessageQueue, PullMessageRequest, Resource, SendMessageRequest, pull_message_response};
 use tonic::transport::Channel;
 
 use crate::history::{Digest, F, FinalState, NEMESIS, NodeState, Op, Read, Type};
@@ -73,18 +70,7 @@ enum Outcome {
 }
 
 async fn send_one(channel: Channel, topic: &str, value: &str, timeout: Duration) -> Outcome {
-    let message = Message {
-        topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }),
-        user_properties: Default::default(),
-        system_properties: Some(SystemProperties {
-            message_id: client::new_message_id(),
-            body_encoding: Encoding::Identity as i32,
-            message_type: MessageType::Normal as i32,
-            born_host: "raftmq-jepsen".into(),
-            ..Default::default()
-        }),
-        body: value.as_bytes().to_vec().into(),
-    };
+    let message = client::normal_message(topic, value.as_bytes().to_vec().into(), client::new_message_id(), "raftmq-jepsen");
     let mut request = client::request("raftmq-jepsen", SendMessageRequest { messages: vec![message] });
     request.set_timeout(timeout);
     match tokio::time::timeout(timeout + Duration::from_millis(500), client::messaging(channel).send_message(request)).await {

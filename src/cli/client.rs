@@ -98,3 +98,23 @@ pub fn check_status(status: Option<&crate::v2::Status>, what: &str) -> anyhow::R
         None => bail!("{what} failed: the server sent no status"),
     }
 }
+
+/// A NORMAL message as our tools send it: identity encoding, born now at `born_host`. Callers add
+/// tag, keys or properties on the returned value.
+pub fn normal_message(topic: &str, body: bytes::Bytes, message_id: String, born_host: &str) -> crate::v2::Message {
+    use crate::messaging::convert::{now_ms, timestamp_from_ms};
+    use crate::v2::{Encoding, MessageType, Resource, SystemProperties};
+    crate::v2::Message {
+        topic: Some(Resource { resource_namespace: String::new(), name: topic.to_string() }),
+        user_properties: Default::default(),
+        system_properties: Some(SystemProperties {
+            message_id,
+            body_encoding: Encoding::Identity as i32,
+            message_type: MessageType::Normal as i32,
+            born_timestamp: Some(timestamp_from_ms(now_ms())),
+            born_host: born_host.to_string(),
+            ..Default::default()
+        }),
+        body,
+    }
+}

@@ -8,8 +8,7 @@ use super::client::{self, check_status, request};
 use super::{ClusterCommand, ConsumeArgs, SendArgs, TopicCommand};
 use crate::admin_pb::{ClusterStatusRequest, CreateTopicRequest, ListTopicsRequest, ReadLocalRequest};
 use crate::v2::{
-    Code, Encoding, Message, MessageQueue, MessageType, PullMessageRequest, QueryRouteRequest, Resource,
-    SendMessageRequest, SystemProperties, pull_message_response,
+    Code, MessageQueue, PullMessageRequest, QueryRouteRequest, Resource, SendMessageRequest, pull_message_response,
 };
 
 fn admin_ok(status: Option<&crate::admin_pb::AdminStatus>, what: &str) -> anyhow::Result<()> {
@@ -52,21 +51,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let client_id = client::new_client_id();
     for i in 0..args.count {
         let body = if args.count > 1 { format!("{}-{i}", args.body) } else { args.body.clone() };
-        let message = Message {
-            topic: Some(Resource { resource_namespace: String::new(), name: args.topic.clone() }),
-            user_properties: Default::default(),
-            system_properties: Some(SystemProperties {
-                tag: args.tag.clone(),
-                keys: args.keys.iter().cloned().collect(),
-                message_id: client::new_message_id(),
-                body_encoding: Encoding::Identity as i32,
-                message_type: MessageType::Normal as i32,
-                born_timestamp: Some(crate::messaging::convert::timestamp_from_ms(crate::messaging::convert::now_ms())),
-                born_host: "raftmq-cli".into(),
-                ..Default::default()
-            }),
-            body: body.into_bytes().into(),
-        };
+        let mut message = client::normal_message(&args.topic, body.into_bytes().into(), client::new_message_id(), "raftmq-cli");
+        if let Some(props) = message.system_properties.as_mut() {
+            props.tag = args.tag.clone();
+            props.keys = args.keys.iter().cloned().collect();
+        }
         let response = messaging.send_message(request(&client_id, SendMessageRequest { messages: vec![message] })).await?.into_inner();
         check_status(response.status.as_ref(), "send")?;
         for entry in response.entries {

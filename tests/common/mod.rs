@@ -11,7 +11,7 @@ use futures::StreamExt;
 use raftmq::admin_pb::{ClusterStatusRequest, CreateTopicRequest, LogDigestRequest, LogRecordDigest, NodeStatus, ReadLocalRequest};
 use raftmq::cli::client;
 use raftmq::v2::{
-    Encoding, Message, MessageQueue, MessageType, PullMessageRequest, Resource, SendMessageRequest, SystemProperties,
+    MessageQueue, PullMessageRequest, Resource, SendMessageRequest,
     pull_message_response,
 };
 
@@ -189,17 +189,7 @@ impl Cluster {
             let Ok((_, channel)) = client::connect(&node.client_addr).await else { continue };
             let messages = bodies
                 .iter()
-                .map(|body| Message {
-                    topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }),
-                    user_properties: Default::default(),
-                    system_properties: Some(SystemProperties {
-                        message_id: client::new_message_id(),
-                        body_encoding: Encoding::Identity as i32,
-                        message_type: MessageType::Normal as i32,
-                        ..Default::default()
-                    }),
-                    body: body.as_bytes().to_vec().into(),
-                })
+                .map(|body| client::normal_message(topic, body.as_bytes().to_vec().into(), client::new_message_id(), "fault-test"))
                 .collect();
             let mut request = client::request("fault-test", SendMessageRequest { messages });
             request.set_timeout(Duration::from_secs(5));

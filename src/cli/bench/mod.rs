@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::client::{self, check_status, request};
 use crate::admin_pb::{ClusterStatusRequest, CreateTopicRequest, NodeStatus};
 use crate::v2::messaging_service_client::MessagingServiceClient;
-use crate::v2::{Encoding, Message, MessageQueue, MessageType, QueryRouteRequest, Resource, SystemProperties};
+use crate::v2::{Message, MessageQueue, QueryRouteRequest, Resource};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -266,18 +266,8 @@ impl MessageFactory {
         let now_us = if self.with_timestamp { Some(unix_micros()) } else { None };
         (0..count as u64)
             .map(|i| {
-                let mut message = Message {
-                    topic: Some(self.topic.clone()),
-                    user_properties: Default::default(),
-                    system_properties: Some(SystemProperties {
-                        message_id: format!("{:016X}{:016X}", self.prefix, first_seq + i),
-                        body_encoding: Encoding::Identity as i32,
-                        message_type: MessageType::Normal as i32,
-                        born_host: "raftmq-bench".into(),
-                        ..Default::default()
-                    }),
-                    body: self.body.clone(),
-                };
+                let message_id = format!("{:016X}{:016X}", self.prefix, first_seq + i);
+                let mut message = client::normal_message(&self.topic.name, self.body.clone(), message_id, "raftmq-bench");
                 if let Some(us) = now_us {
                     message.user_properties.insert(SENT_AT_PROPERTY.into(), us.to_string());
                 }
