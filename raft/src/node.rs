@@ -212,7 +212,7 @@ impl RaftNode {
         });
 
         let node = RaftNode { config, raft, state, rejoining, shutdown: parking_lot::Mutex::new(Some(shutdown_tx)) };
-        node.spawn_join_worker(rejoin_marker);
+        node.spawn_join_worker(rejoin_marker, blank && !founder_marker.exists());
         node.spawn_promotion_worker();
         spawn_retention_worker(node.state.clone(), node.config.retention.clone());
         Ok(node)
@@ -222,12 +222,12 @@ impl RaftNode {
         self.config.node_id
     }
 
-    fn spawn_join_worker(&self, rejoin_marker: PathBuf) {
+    fn spawn_join_worker(&self, rejoin_marker: PathBuf, blank_at_start: bool) {
         let raft = self.raft.clone();
         let config = self.config.clone();
         let rejoining = self.rejoining.clone();
         tokio::spawn(async move {
-            if let Err(e) = join_worker(raft, config, rejoining, rejoin_marker).await {
+            if let Err(e) = join_worker(raft, config, rejoining, rejoin_marker, blank_at_start).await {
                 tracing::error!("join worker failed: {e}");
             }
         });
@@ -311,11 +311,20 @@ async fn promote_caught_up_learners(raft: &Raft, peers: &BTreeSet<NodeId>) {
     }
 }
 
-async fn join_worker(raft: Raft, config: NodeConfig, rejoining: Arc<AtomicBool>, marker: PathBuf) -> Result<(), String> {
+async fn join_worker(
+    raft: Raft,
+    config: NodeConfig,
+    rejoining: Arc<AtomicBool>,
+    marker: PathBuf,
+    blank_at_start: bool,
+) -> Result<(), String> {
     let me = config.node_id;
     let founder = config.data_dir.join("founder");
     let lowest = *config.peers.keys().next().expect("peers is not empty");
-    if !raft.is_initialized().await.map_err(|e| e.to_string())? && !marker.exists() {
+    // Decided from what the node had at start (`blank_at_start`), never from `is_initialized`:
+    // the leader's replication can initialize a wiped node before this worker first looks.
+    let unfinished_founder = founder.exists() && !raft.is_initialized().await.map_err(|e| e.to_string())?;
+    if (blank_at_start || unfinished_founder) && !marker.exists() {
         // No Raft state: a founding member of a new group, or a node that is new or lost its data.
         loop {
             if founder.exists() {
