@@ -70,10 +70,6 @@ impl Broker {
         self.node.raft.is_leader()
     }
 
-    pub fn leader_id(&self) -> Option<u64> {
-        raftmq_raft::types::current_metrics(&self.node.raft).current_leader
-    }
-
     /// Ok(()) if this node leads; otherwise where to forward, or why nobody can serve.
     pub fn check_leader(&self) -> Result<(), NotServed> {
         let metrics = raftmq_raft::types::current_metrics(&self.node.raft);

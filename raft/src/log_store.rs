@@ -67,10 +67,6 @@ impl LogStore {
     pub fn new(log: Arc<CommitLog>, vote: Arc<VoteFile>) -> Self {
         LogStore { log, vote }
     }
-
-    pub fn commit_log(&self) -> &Arc<CommitLog> {
-        &self.log
-    }
 }
 
 fn range_to_indexes<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {

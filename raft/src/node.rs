@@ -218,10 +218,6 @@ impl RaftNode {
         Ok(node)
     }
 
-    pub fn node_id(&self) -> NodeId {
-        self.config.node_id
-    }
-
     fn spawn_join_worker(&self, rejoin_marker: PathBuf, blank_at_start: bool) {
         let raft = self.raft.clone();
         let config = self.config.clone();

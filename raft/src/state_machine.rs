@@ -163,14 +163,6 @@ impl SmShared {
         self.queues.sync_dirty().map_err(io_err)
     }
 
-    pub fn applied(&self) -> Option<LogId> {
-        self.table.read().applied
-    }
-
-    pub fn membership(&self) -> StoredMembership {
-        self.table.read().membership.clone()
-    }
-
     /// Wakes whenever the applied index moves (long polling waits on it).
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
