@@ -7,15 +7,18 @@
 //! Send:  [tag=1][topic len u16][topic][queue id u32][store ts i64][count u32]
 //!        ( [message len u32][message bytes] ) * count
 //! Admin: [tag=2][bincode(AdminCommand)]
+//! Consumer: [tag=3][bincode(ConsumerCommand)]
 //! message bytes: [header len u32][bincode(MessageHeader)][body]
 //! ```
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::ConsumerCommand;
 use crate::types::EncodedCommand;
 
 const TAG_SEND: u8 = 1;
 const TAG_ADMIN: u8 = 2;
+const TAG_CONSUMER: u8 = 3;
 
 /// Everything about a message but its body, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -83,6 +86,7 @@ pub enum AdminCommand {
 pub enum Command {
     Send(SendCommand),
     Admin(AdminCommand),
+    Consumer(ConsumerCommand),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,8 +142,16 @@ impl SendCommandBuilder {
 
 impl Command {
     pub fn admin(command: &AdminCommand) -> EncodedCommand {
-        let mut buf = vec![TAG_ADMIN];
-        buf.extend(bincode::serialize(command).expect("admin command serializes"));
+        Self::tagged(TAG_ADMIN, command)
+    }
+
+    pub fn consumer(command: &ConsumerCommand) -> EncodedCommand {
+        Self::tagged(TAG_CONSUMER, command)
+    }
+
+    fn tagged(tag: u8, command: &impl Serialize) -> EncodedCommand {
+        let mut buf = vec![tag];
+        buf.extend(bincode::serialize(command).expect("command serializes"));
         EncodedCommand(Bytes::from(buf))
     }
 
@@ -175,6 +187,9 @@ impl Command {
             TAG_ADMIN => bincode::deserialize(cursor.chunk())
                 .map(Command::Admin)
                 .map_err(|_| CommandError::Malformed("admin command undecodable")),
+            TAG_CONSUMER => bincode::deserialize(cursor.chunk())
+                .map(Command::Consumer)
+                .map_err(|_| CommandError::Malformed("consumer command undecodable")),
             _ => Err(CommandError::Malformed("unknown command tag")),
         }
     }

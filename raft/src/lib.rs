@@ -8,6 +8,7 @@
 //! that go through the log) and in the binary.
 
 pub mod command;
+pub mod consumer;
 pub mod log_store;
 pub mod metadata_table;
 pub mod network;

@@ -1,6 +1,7 @@
 //! The state machine's metadata, built by applying commands, and its durable copy in redb.
 //!
-//! redb holds the applied log id, the membership, topics and each queue's next offset, written in
+//! redb holds the applied log id, the membership, topics, each queue's next offset and the
+//! consumer groups with their cursors (see consumer.rs), written in
 //! one transaction per apply batch. Most of those commits are not durable (`Durability::None`):
 //! the log is the source of truth, so the state machine only checkpoints now and then (consume
 //! queues synced first, then a durable commit) and, after a crash, replays the log from the last
@@ -14,12 +15,16 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 
 use crate::command::TopicConfig;
+use crate::consumer::{ConsumerChanges, ConsumerState, CursorKey};
 use crate::types::{LogId, StoredMembership};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 /// Key: "<topic>/<queue id>", value: next queue offset.
 const QUEUES: TableDefinition<&str, u64> = TableDefinition::new("queues");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// Key: bincode of the cursor key, value: bincode of the cursor.
+const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors");
 
 #[derive(Debug, thiserror::Error)]
 #[error("metadata store: {0}")]
@@ -38,6 +43,7 @@ pub struct MetadataTable {
     pub membership: StoredMembership,
     pub topics: BTreeMap<String, TopicConfig>,
     pub queue_next: BTreeMap<QueueKey, u64>,
+    pub consumers: ConsumerState,
 }
 
 /// What one apply batch changed, so that only that is written.
@@ -46,6 +52,7 @@ pub struct Changes {
     pub topics: BTreeSet<String>,
     pub queues: BTreeSet<QueueKey>,
     pub membership: bool,
+    pub consumers: ConsumerChanges,
 }
 
 fn queue_key(topic: &str, queue_id: u32) -> String {
@@ -64,6 +71,8 @@ impl MetadataDb {
             txn.open_table(META).map_err(err)?;
             txn.open_table(TOPICS).map_err(err)?;
             txn.open_table(QUEUES).map_err(err)?;
+            txn.open_table(GROUPS).map_err(err)?;
+            txn.open_table(CURSORS).map_err(err)?;
         }
         txn.commit().map_err(err)?;
         let table = Self::load(&db)?;
@@ -90,6 +99,15 @@ impl MetadataDb {
             let (topic, queue) = key.rsplit_once('/').ok_or_else(|| err("bad queue key"))?;
             let queue_id = queue.parse().map_err(err)?;
             table.queue_next.insert((topic.to_string(), queue_id), value.value());
+        }
+        for row in txn.open_table(GROUPS).map_err(err)?.iter().map_err(err)? {
+            let (name, value) = row.map_err(err)?;
+            table.consumers.groups.insert(name.value().to_string(), bincode::deserialize(value.value()).map_err(err)?);
+        }
+        for row in txn.open_table(CURSORS).map_err(err)?.iter().map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            let key: CursorKey = bincode::deserialize(key.value()).map_err(err)?;
+            table.consumers.cursors.insert(key, bincode::deserialize(value.value()).map_err(err)?);
         }
         Ok(table)
     }
@@ -127,6 +145,23 @@ impl MetadataDb {
                 None => queues.remove(queue_key(topic, *queue_id).as_str()).map_err(err)?,
             };
         }
+        let mut groups = txn.open_table(GROUPS).map_err(err)?;
+        for name in &changes.consumers.groups {
+            match table.consumers.groups.get(name) {
+                Some(config) => groups.insert(name.as_str(), bincode::serialize(config).map_err(err)?.as_slice()).map(|_| ()),
+                None => groups.remove(name.as_str()).map(|_| ()),
+            }
+            .map_err(err)?;
+        }
+        let mut cursors = txn.open_table(CURSORS).map_err(err)?;
+        for key in &changes.consumers.cursors {
+            let key_bytes = bincode::serialize(key).map_err(err)?;
+            match table.consumers.cursors.get(key) {
+                Some(cursor) => cursors.insert(key_bytes.as_slice(), bincode::serialize(cursor).map_err(err)?.as_slice()).map(|_| ()),
+                None => cursors.remove(key_bytes.as_slice()).map(|_| ()),
+            }
+            .map_err(err)?;
+        }
         Ok(())
     }
 
@@ -163,10 +198,16 @@ impl MetadataDb {
         txn.set_durability(Durability::Immediate).map_err(err)?;
         txn.delete_table(TOPICS).map_err(err)?;
         txn.delete_table(QUEUES).map_err(err)?;
+        txn.delete_table(GROUPS).map_err(err)?;
+        txn.delete_table(CURSORS).map_err(err)?;
         let changes = Changes {
             topics: table.topics.keys().cloned().collect(),
             queues: table.queue_next.keys().cloned().collect(),
             membership: true,
+            consumers: ConsumerChanges {
+                groups: table.consumers.groups.keys().cloned().collect(),
+                cursors: table.consumers.cursors.keys().cloned().collect(),
+            },
         };
         Self::write_rows(&txn, table, &changes)?;
         txn.commit().map_err(err)

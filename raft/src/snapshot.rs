@@ -30,6 +30,7 @@ const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub struct SnapshotBody {
     pub topics: BTreeMap<String, TopicConfig>,
     pub queue_next: BTreeMap<(String, u32), u64>,
+    pub consumers: crate::consumer::ConsumerState,
 }
 
 /// A record as shipped in a snapshot, with the first queue offset its messages got (if applied).

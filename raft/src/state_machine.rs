@@ -15,7 +15,8 @@ use raftmq_store::{CommitLog, ConsumeQueueEntry, ConsumeQueueSet, LogIndex, Queu
 use tokio::sync::watch;
 
 use crate::command::{AdminCommand, Command, SendCommand, StoredMessage, TopicConfig};
-use crate::metadata_table::{Changes, MetadataDb, MetadataTable};
+use crate::consumer::{ConsumerCommand, ConsumerResponse, ConsumerState, PollState, QueueCursor, QueueView};
+use crate::metadata_table::{Changes, MetadataDb, MetadataTable, QueueKey};
 pub use crate::snapshot::SnapshotData;
 use crate::snapshot::SnapshotBody;
 use crate::types::{CommandResponse, LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -82,6 +83,28 @@ impl Drop for RetentionHold {
 /// File beside metadata.redb that marks an install in progress.
 const INSTALLING_MARKER: &str = "snapshot-installing";
 
+/// The queues as consumer-group logic sees them: next offsets from a metadata table (the one
+/// being applied, or the shared one), entries and start offsets from the consume queues.
+struct QueuesAt<'a> {
+    queues: &'a ConsumeQueueSet,
+    queue_next: &'a std::collections::BTreeMap<QueueKey, u64>,
+}
+
+impl QueueView for QueuesAt<'_> {
+    fn range(&self, topic: &str, queue_id: u32) -> (u64, u64) {
+        let next = self.queue_next.get(&(topic.to_string(), queue_id)).copied().unwrap_or(0);
+        let min = if next == 0 { 0 } else { self.queues.queue(topic, queue_id).map(|q| q.min_offset().0).unwrap_or(0) };
+        (min.min(next), next)
+    }
+
+    fn tag_hashes(&self, topic: &str, queue_id: u32, from: u64, max: usize) -> io::Result<Vec<(u64, u64)>> {
+        let next = self.queue_next.get(&(topic.to_string(), queue_id)).copied().unwrap_or(0);
+        let queue = self.queues.queue(topic, queue_id).map_err(io_err)?;
+        let entries = queue.read(QueueOffset(from), max).map_err(io_err)?;
+        Ok(entries.into_iter().filter(|(o, _)| o.0 < next).map(|(o, e)| (o.0, e.tag_hash)).collect())
+    }
+}
+
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<SmShared>,
@@ -141,6 +164,31 @@ impl SmShared {
 
     pub fn topics(&self) -> Vec<TopicConfig> {
         self.table.read().topics.values().cloned().collect()
+    }
+
+    /// Consumer groups and their cursors as applied here.
+    pub fn consumers(&self) -> ConsumerState {
+        self.table.read().consumers.clone()
+    }
+
+    pub fn group(&self, name: &str) -> Option<crate::consumer::GroupConfig> {
+        self.table.read().consumers.groups.get(name).cloned()
+    }
+
+    pub fn cursor(&self, group: &str, topic: &str, queue_id: u32) -> Option<QueueCursor> {
+        self.table.read().consumers.cursors.get(&(group.to_string(), topic.to_string(), queue_id)).cloned()
+    }
+
+    /// Whether a pop could hand anything out now (see `ConsumerState::poll`).
+    pub fn poll_group(&self, group: &str, topic: &str, queue_ids: &[u32], now_ms: i64) -> PollState {
+        let table = self.table.read();
+        table.consumers.poll(group, topic, queue_ids, now_ms, &QueuesAt { queues: &self.queues, queue_next: &table.queue_next })
+    }
+
+    /// The message at (topic, queue, offset), if it is applied and still stored.
+    pub fn read_message(&self, topic: &str, queue_id: u32, offset: u64) -> io::Result<Option<StoredMessage>> {
+        let read = self.read_queue(topic, queue_id, offset, 1)?;
+        Ok(read.into_iter().find(|m| m.queue_offset == offset).map(|m| m.message))
     }
 
     /// (min, next) offsets of a queue: min is where this node's queue starts (a node that caught
@@ -268,6 +316,14 @@ impl SmShared {
         Ok(CommandResponse::Sent { queue_id: send.queue_id, first_offset, store_timestamp_ms: send.store_timestamp_ms })
     }
 
+    fn apply_consumer(&self, table: &mut MetadataTable, changes: &mut Changes, index: u64, command: ConsumerCommand) -> io::Result<CommandResponse> {
+        let MetadataTable { topics, queue_next, consumers, .. } = table;
+        let view = QueuesAt { queues: &self.queues, queue_next };
+        let queue_count = |topic: &str| topics.get(topic).map(|t| t.queue_count);
+        let response: ConsumerResponse = consumers.apply(&mut changes.consumers, index, command, queue_count, &view)?;
+        Ok(CommandResponse::Consumer(response))
+    }
+
     fn apply_admin(table: &mut MetadataTable, changes: &mut Changes, command: AdminCommand) -> CommandResponse {
         match command {
             AdminCommand::CreateTopic(config) => {
@@ -284,6 +340,7 @@ impl SmShared {
                 if table.topics.remove(&name).is_none() {
                     return CommandResponse::Rejected(format!("topic {name} does not exist"));
                 }
+                table.consumers.remove_topic(&mut changes.consumers, &name);
                 changes.topics.insert(name);
                 CommandResponse::TopicDeleted
             }
@@ -318,7 +375,7 @@ impl StateMachine {
     fn prepare_snapshot(&self) -> io::Result<PreparedSnapshot> {
         self.shared.checkpoint()?;
         let table = self.shared.table.read().clone();
-        let body = SnapshotBody { topics: table.topics, queue_next: table.queue_next };
+        let body = SnapshotBody { topics: table.topics, queue_next: table.queue_next, consumers: table.consumers };
         let meta = SnapshotMeta { last_log_id: table.applied, last_membership: table.membership };
         self.shared.db.save_snapshot(&meta, &body).map_err(io_err)?;
         *self.shared.snapshot.lock() = Some((meta.clone(), body.clone()));
@@ -360,6 +417,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(command) => match Command::decode(&command.0) {
                     Ok(Command::Send(send)) => shared.apply_send(&mut table, &mut changes, index, send)?,
                     Ok(Command::Admin(admin)) => SmShared::apply_admin(&mut table, &mut changes, admin),
+                    Ok(Command::Consumer(consumer)) => shared.apply_consumer(&mut table, &mut changes, index, consumer)?,
                     Err(e) => CommandResponse::Rejected(e.to_string()),
                 },
             };
@@ -417,6 +475,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
             topics: body.topics.clone(),
             queue_next: body.queue_next.clone(),
+            consumers: body.consumers.clone(),
         };
         self.shared.db.replace_all(&table).map_err(io_err)?;
         self.shared.db.save_snapshot(meta, &body).map_err(io_err)?;

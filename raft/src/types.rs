@@ -32,6 +32,7 @@ pub enum CommandResponse {
     Sent { queue_id: u32, first_offset: u64, store_timestamp_ms: i64 },
     TopicCreated,
     TopicDeleted,
+    Consumer(crate::consumer::ConsumerResponse),
     /// The command was valid when proposed but not when applied (e.g. the topic was deleted).
     Rejected(String),
 }
