@@ -145,6 +145,12 @@ pub enum ProposeError {
     Api(ApiError),
 }
 
+impl From<ApiError> for ProposeError {
+    fn from(e: ApiError) -> Self {
+        ProposeError::Api(e)
+    }
+}
+
 /// Keeps the map of peers' client addresses fresh (peers tell theirs over the peer API).
 async fn discover_client_addrs(broker: std::sync::Weak<Broker>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));

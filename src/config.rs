@@ -58,6 +58,10 @@ pub struct ServerArgs {
     /// Routers to register with (used once the routing service exists).
     #[arg(long, env = "RAFTMQ_ROUTERS")]
     pub routers: Option<String>,
+    /// Create a consumer group on its first receive or offset commit (default true); with false,
+    /// groups must be created with `raftmq group create` and unknown ones get CONSUMER_GROUP_NOT_FOUND.
+    #[arg(long, env = "RAFTMQ_AUTO_CREATE_GROUPS")]
+    pub auto_create_groups: Option<bool>,
 }
 
 pub const SNAPSHOT_INTERVAL_ENTRIES_DEFAULT: u64 = 10_000;
@@ -78,6 +82,7 @@ pub struct ServerConfig {
     pub segment_size_bytes: u64,
     pub snapshot_interval_entries: u64,
     pub retention: raftmq_store::RetentionPolicy,
+    pub auto_create_groups: bool,
 }
 
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
@@ -173,6 +178,7 @@ impl ServerArgs {
                 max_age: Some(std::time::Duration::from_secs(3600 * pick!(retention_hours).unwrap_or(RETENTION_HOURS_DEFAULT))),
                 max_total_bytes: pick!(retention_bytes),
             },
+            auto_create_groups: pick!(auto_create_groups).unwrap_or(true),
         })
     }
 }

@@ -29,6 +29,7 @@ pub async fn run(data_dir: PathBuf, flush: raftmq_store::FlushPolicy) -> anyhow:
                 max_age: Some(std::time::Duration::from_secs(3600 * crate::config::RETENTION_HOURS_DEFAULT)),
                 max_total_bytes: None,
             },
+            auto_create_groups: true,
         };
         servers.push(crate::server::start(config).await.with_context(|| format!("starting dev node {id}"))?);
     }

@@ -12,12 +12,6 @@ use crate::v2::{Code, Encoding, Message, MessageType, SendMessageRequest, SendMe
 /// Delivery times further than this from now are absurd (RocketMQ's default max is 40 days).
 const DELIVERY_HORIZON_MS: i64 = 40 * 24 * 3600 * 1000;
 
-pub enum SendOutcome {
-    Done(SendMessageResponse),
-    /// Leadership moved before anything was written: forward the request.
-    NotLeader,
-}
-
 fn check_message(broker: &Broker, message: &Message, topic: &str) -> Result<(), ApiError> {
     let name = message.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
     if name != topic {
@@ -71,11 +65,12 @@ fn check_message(broker: &Broker, message: &Message, topic: &str) -> Result<(), 
     Ok(())
 }
 
-pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Result<SendOutcome, ApiError> {
+/// Err(NotLeader): leadership moved before anything was written; forward the request.
+pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Result<SendMessageResponse, ProposeError> {
     let messages = request.messages;
     let first = messages.first().ok_or_else(|| ApiError::bad_request("no messages in the request"))?;
     if messages.len() > BATCH_MESSAGES_MAX {
-        return Err(ApiError::bad_request(format!("{} messages in one request; the limit is {BATCH_MESSAGES_MAX}", messages.len())));
+        return Err(ApiError::bad_request(format!("{} messages in one request; the limit is {BATCH_MESSAGES_MAX}", messages.len())).into());
     }
     let topic = first.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
     status::check_topic_name(&topic)?;
@@ -85,14 +80,14 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
         .ok_or_else(|| ApiError::new(Code::TopicNotFound, format!("topic {topic} does not exist")))?;
     let total: usize = messages.iter().map(|m| m.body.len()).sum();
     if total > BATCH_BYTES_MAX {
-        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch holds {total} bytes of bodies; the limit is {BATCH_BYTES_MAX}")));
+        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch holds {total} bytes of bodies; the limit is {BATCH_BYTES_MAX}")).into());
     }
     for message in &messages {
         check_message(broker, message, &topic)?;
     }
     let group = first.system_properties.as_ref().and_then(|p| p.message_group.clone());
     if messages.iter().any(|m| m.system_properties.as_ref().and_then(|p| p.message_group.clone()) != group) {
-        return Err(ApiError::bad_request("all messages of one request must share the message group"));
+        return Err(ApiError::bad_request("all messages of one request must share the message group").into());
     }
     // FIFO: one message group always lands on one queue; otherwise round robin.
     let queue_id = match &group {
@@ -124,7 +119,7 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
     }
     let command = builder.finish();
     if command.0.len() > crate::limits::RECORD_PAYLOAD_BYTES_MAX {
-        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch encodes to {} bytes; the limit is {}", command.0.len(), crate::limits::RECORD_PAYLOAD_BYTES_MAX)));
+        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch encodes to {} bytes; the limit is {}", command.0.len(), crate::limits::RECORD_PAYLOAD_BYTES_MAX)).into());
     }
     match broker.propose(command).await {
         Ok(CommandResponse::Sent { first_offset, .. }) => {
@@ -139,11 +134,10 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
                     recall_handle: String::new(),
                 })
                 .collect();
-            Ok(SendOutcome::Done(SendMessageResponse { status: Some(status::ok()), entries }))
+            Ok(SendMessageResponse { status: Some(status::ok()), entries })
         }
-        Ok(CommandResponse::Rejected(reason)) => Err(ApiError::new(Code::TopicNotFound, reason)),
-        Ok(other) => Err(ApiError::internal(format!("unexpected apply result {other:?}"))),
-        Err(ProposeError::NotLeader) => Ok(SendOutcome::NotLeader),
-        Err(ProposeError::Api(e)) => Err(e),
+        Ok(CommandResponse::Rejected(reason)) => Err(ApiError::new(Code::TopicNotFound, reason).into()),
+        Ok(other) => Err(ApiError::internal(format!("unexpected apply result {other:?}")).into()),
+        Err(e) => Err(e),
     }
 }

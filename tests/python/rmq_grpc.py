@@ -146,3 +146,60 @@ def query_offset(addr, topic, queue_id, policy, timestamp_ms=None, md=None):
     if timestamp_ms is not None:
         request.timestamp.CopyFrom(globals()["timestamp_ms"](timestamp_ms))
     return stub(addr).QueryOffset(request, metadata=md if md is not None else metadata(), timeout=RPC_TIMEOUT_S)
+
+
+def duration_ms(ms):
+    return Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def receive(addr, topic, group, queue_id=-1, batch_size=32, invisible_ms=30_000, wait_ms=0, expression="*", md=None):
+    """One ReceiveMessage call: (status, [messages])."""
+    request = svc.ReceiveMessageRequest(batch_size=batch_size)
+    request.group.name = group
+    request.message_queue.topic.name = topic
+    request.message_queue.id = queue_id
+    request.filter_expression.type = pb.FilterType.TAG
+    request.filter_expression.expression = expression
+    if invisible_ms is not None:
+        request.invisible_duration.CopyFrom(duration_ms(invisible_ms))
+    request.long_polling_timeout.CopyFrom(duration_ms(wait_ms))
+    status, messages = None, []
+    for frame in stub(addr).ReceiveMessage(request, metadata=md if md is not None else metadata(), timeout=RPC_TIMEOUT_S + wait_ms / 1000):
+        kind = frame.WhichOneof("content")
+        if kind == "status":
+            status = frame.status
+        elif kind == "message":
+            messages.append(frame.message)
+    return status, messages
+
+
+def ack(addr, topic, group, handles, md=None):
+    """AckMessage for (message_id, receipt_handle) pairs: the response."""
+    request = svc.AckMessageRequest(entries=[svc.AckMessageEntry(message_id=m, receipt_handle=h) for m, h in handles])
+    request.group.name = group
+    request.topic.name = topic
+    return stub(addr).AckMessage(request, metadata=md if md is not None else metadata(), timeout=RPC_TIMEOUT_S)
+
+
+def change_invisible(addr, topic, group, message_id, handle, invisible_ms, md=None):
+    request = svc.ChangeInvisibleDurationRequest(receipt_handle=handle, message_id=message_id)
+    request.group.name = group
+    request.topic.name = topic
+    request.invisible_duration.CopyFrom(Duration(seconds=invisible_ms // 1000 if invisible_ms >= 0 else -1))
+    return stub(addr).ChangeInvisibleDuration(request, metadata=md if md is not None else metadata(), timeout=RPC_TIMEOUT_S)
+
+
+def update_offset(addr, topic, group, queue_id, offset, md=None):
+    request = svc.UpdateOffsetRequest(offset=offset)
+    request.group.name = group
+    request.message_queue.topic.name = topic
+    request.message_queue.id = queue_id
+    return stub(addr).UpdateOffset(request, metadata=md if md is not None else metadata(), timeout=RPC_TIMEOUT_S)
+
+
+def get_offset(addr, topic, group, queue_id, md=None):
+    request = svc.GetOffsetRequest()
+    request.group.name = group
+    request.message_queue.topic.name = topic
+    request.message_queue.id = queue_id
+    return stub(addr).GetOffset(request, metadata=md if md is not None else metadata(), timeout=RPC_TIMEOUT_S)
