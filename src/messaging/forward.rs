@@ -18,9 +18,9 @@ use crate::v2::*;
 /// Set on calls a follower forwards, so that a forwarded call is never forwarded again.
 const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a retry waits for the group to have a reachable leader again (about two election
-/// timeouts).
-const LEADER_WAIT_MAX: Duration = Duration::from_millis(2000);
+/// How long a retry waits for the group to have a reachable leader again (failure detection plus
+/// an election, with room to spare).
+const LEADER_WAIT_MAX: Duration = Duration::from_millis(3000);
 const LEADER_WAIT_STEP: Duration = Duration::from_millis(25);
 
 /// The client's x-mq-* and authorization headers, marked as forwarded.
@@ -103,9 +103,11 @@ impl Call<'_> {
         RF: Future<Output = Result<Resp, GrpcStatus>>,
     {
         let mut last_error = None;
+        // The leader a forward failed to reach: the retry waits for another one.
+        let mut unreachable: Option<String> = None;
         for attempt in 0..2 {
             if attempt == 1 {
-                self.wait_for_leader().await;
+                self.wait_for_leader(unreachable.as_deref()).await;
             }
             match self.route()? {
                 Route::Here => match local(self.broker.clone(), request.clone()).await {
@@ -115,7 +117,7 @@ impl Call<'_> {
                     Err(ProposeError::NotLeader) => last_error = Some(ApiError::unavailable("leadership moved during the call; retry")),
                 },
                 Route::Retry(e) => last_error = Some(e),
-                Route::Leader(client) => {
+                Route::Leader(addr, client) => {
                     let mut forwarded = Request::new(request.clone());
                     *forwarded.metadata_mut() = forward_metadata(self.metadata);
                     forwarded.set_timeout(self.timeout);
@@ -124,7 +126,10 @@ impl Call<'_> {
                             last_error = Some(ApiError::unavailable("the leader lost its leadership during the call; retry"))
                         }
                         Ok(response) => return Ok(response),
-                        Err(e) if self.idempotent => last_error = Some(ApiError::unavailable(format!("forwarding to the leader failed: {}", e.message()))),
+                        Err(e) if self.idempotent => {
+                            unreachable = Some(addr);
+                            last_error = Some(ApiError::unavailable(format!("forwarding to the leader failed: {}", e.message())));
+                        }
                         // The leader may have written it: the outcome is unknown, so no retry.
                         Err(e) => return Err(ApiError::unavailable(format!("forwarding to the leader failed: {}", e.message()))),
                     }
@@ -146,6 +151,7 @@ impl Call<'_> {
             Err(NotServed::Leader(addr)) => {
                 let channel = self.broker.channel_to(&addr)?;
                 Ok(Route::Leader(
+                    addr,
                     MessagingServiceClient::new(channel)
                         .max_decoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX)
                         .max_encoding_message_size(crate::limits::GRPC_MESSAGE_BYTES_MAX),
@@ -154,13 +160,14 @@ impl Call<'_> {
         }
     }
 
-    /// Waits (bounded) until some node leads and this node knows how to reach it.
-    async fn wait_for_leader(&self) {
+    /// Waits (bounded) until some node leads, other than `unreachable`, and this node knows how to
+    /// reach it.
+    async fn wait_for_leader(&self, unreachable: Option<&str>) {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT_MAX;
         while tokio::time::Instant::now() < deadline {
             match self.broker.check_leader() {
                 Ok(()) => return,
-                Err(NotServed::Leader(_)) if !self.metadata.contains_key(FORWARDED_HEADER) => return,
+                Err(NotServed::Leader(addr)) if !self.metadata.contains_key(FORWARDED_HEADER) && Some(addr.as_str()) != unreachable => return,
                 _ => tokio::time::sleep(LEADER_WAIT_STEP).await,
             }
         }
@@ -169,6 +176,6 @@ impl Call<'_> {
 
 enum Route {
     Here,
-    Leader(MessagingServiceClient<Channel>),
+    Leader(String, MessagingServiceClient<Channel>),
     Retry(ApiError),
 }

@@ -148,9 +148,21 @@ async fn pop(broker: &Broker, receive: &Receive, now: i64) -> Result<Vec<Receive
     let mut drop = Vec::new();
     for delivery in deliveries {
         let stored = broker.state().read_message(&receive.topic.name, delivery.queue_id, delivery.offset).map_err(ApiError::internal)?;
-        let Some(stored) = stored.filter(|m| receive.filter.matches(m.header.tag.as_deref())) else {
-            drop.push(delivery);
-            continue;
+        let stored = match stored {
+            Some(stored) if receive.filter.matches(stored.header.tag.as_deref()) => stored,
+            Some(_) => {
+                drop.push(delivery);
+                continue;
+            }
+            None if delivery.offset < broker.state().queue_range(&receive.topic.name, delivery.queue_id).0 => {
+                drop.push(delivery);
+                continue;
+            }
+            None => {
+                // Should not happen; left in flight, so it is handed out again later, never lost.
+                tracing::warn!(topic = %receive.topic.name, queue = delivery.queue_id, offset = delivery.offset, "a popped message could not be read");
+                continue;
+            }
         };
         if delivery.exhausted {
             dead_letter(broker, &receive.group, &receive.topic.name, delivery, stored).await?;
