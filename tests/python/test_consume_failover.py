@@ -1,6 +1,7 @@
 """Pop consumption across a leader crash: 1000 messages are consumed and acked by a consumer
 group of official SimpleConsumers while the leader is SIGKILLed. Every message must be consumed
-at least once, and no message whose ack returned OK may be delivered again afterwards."""
+at least once, and no message whose ack returned OK may be delivered again afterwards. (An ack
+cut off by the kill is indeterminate: the message may or may not come back.)"""
 import threading
 import time
 
@@ -84,12 +85,14 @@ def test_leader_killed_while_a_group_consumes_and_acks(tmp_path):
         killed_at_acks = len(acks)
         while time.monotonic() < deadline:
             with lock:
-                if {m for m, _ in acks} >= sent:
+                # Acked, or its ack cut off (then it comes back, unless that ack was applied).
+                if {m for m, _ in acks} | {m for m, _ in ack_failures} >= sent:
                     break
             time.sleep(0.2)
         c.start_node(victim)
-        # A little longer, so that a wrong redelivery of acked messages would show up.
-        time.sleep(INVISIBLE_S + 2)
+        # Past the invisible time: unapplied cut-off acks come back and get acked, and a wrong
+        # redelivery of an acked message would show up.
+        time.sleep(INVISIBLE_S + 3)
         stop.set()
         for t in threads:
             t.join(timeout=30)
@@ -104,7 +107,11 @@ def test_leader_killed_while_a_group_consumes_and_acks(tmp_path):
                   f"ack failures {[e for x, e in ack_failures if x == m]}")
         print(f"last delivery at {round(max(t for _, t in deliveries) - t0, 1)}s")
         assert delivered >= sent, f"{len(sent - delivered)} of {MESSAGES} messages were never delivered"
-        assert acked >= sent, f"{len(sent - acked)} messages never acked OK (ack failures: {ack_failures[:5]})"
+        # An ack cut off by the kill may still have been applied (its answer was lost): such a
+        # message is rightly never delivered again. Any other message must have been acked OK.
+        indeterminate = {m for m, _ in ack_failures}
+        silent = sent - acked - indeterminate
+        assert not silent, f"{len(silent)} messages were delivered but neither acked OK nor redelivered: {sorted(silent)[:5]}"
         assert killed_at_acks < MESSAGES, "the leader died only after everything was acked; the test proved nothing"
         violations = check_ack_safety(deliveries, acks)
         assert not violations, f"{len(violations)} messages delivered again after an OK ack, e.g. {violations[:5]}"
