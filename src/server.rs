@@ -53,6 +53,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let node = RaftNode::start(node_config).await?;
     let broker = Broker::new(config.clone(), node);
+    crate::router::registration_worker::spawn(&broker);
     let messaging = MessagingServiceServer::new(MessagingServiceImpl { broker: broker.clone() })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
@@ -81,5 +82,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.advertise,
         config.peer_listen
     );
+    if !config.routers.is_empty() {
+        tracing::info!("registering with routers {}", config.routers.join(", "));
+    }
     Ok(RunningServer { broker, stop, served })
 }
