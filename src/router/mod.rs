@@ -86,22 +86,8 @@ pub async fn start(args: RouterArgs) -> anyhow::Result<RunningRouter> {
     let admin = AdminServer::new(admin_service::RouterAdminService { state: state.clone() });
     let router = RouterServer::new(router_service::RouterServiceImpl { state: state.clone() })
         .max_decoding_message_size(REGISTRATION_BYTES_MAX);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(messaging)
-            .add_service(admin)
-            .add_service(router)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!("router server stopped: {e}");
-        }
-    });
+    let services = tonic::transport::Server::builder().tcp_nodelay(true).add_service(messaging).add_service(admin).add_service(router);
+    let (stop, served) = crate::server::spawn_serving(listener, services, "router server");
     tracing::info!("raftmq router listening on {} (node timeout {} ms)", args.listen, args.node_timeout_ms);
     Ok(RunningRouter { state, stop, served })
 }

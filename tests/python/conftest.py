@@ -59,6 +59,17 @@ def crc32_hex(data: bytes) -> str:
     return format(zlib.crc32(data) & 0xFFFFFFFF, "08X")
 
 
+def terminate(proc):
+    """SIGTERM, then SIGKILL if the process is still there after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 class Node:
     def __init__(self, node_id, client_addr, peer_addr, data_dir, log_path):
         self.node_id = node_id
@@ -130,13 +141,8 @@ class Cluster:
         )
 
     def stop_node(self, n):
-        if n.proc is not None and n.proc.poll() is None:
-            n.proc.terminate()
-            try:
-                n.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n.proc.wait(timeout=10)
+        if n.proc is not None:
+            terminate(n.proc)
 
     def restart_node(self, n, wipe=False):
         """Stop node n and start it again on the same addresses; `wipe` deletes its data dir first."""
@@ -294,13 +300,7 @@ class Router:
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.log_file.close()
 
 
