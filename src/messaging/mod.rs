@@ -77,11 +77,10 @@ fn frames_stream<T: Send + 'static>(frames: Vec<T>) -> BoxedStream<T> {
 #[tonic::async_trait]
 impl MessagingService for MessagingServiceImpl {
     async fn query_route(&self, request: Request<QueryRouteRequest>) -> Result<Response<QueryRouteResponse>, GrpcStatus> {
-        let client_id = match client_id(request.metadata()) {
-            Ok(id) => id,
-            Err(e) => return unary_error!(QueryRouteResponse, e),
-        };
-        match route::query_route(&self.broker, &client_id, request.into_inner()).await {
+        if let Err(e) = client_id(request.metadata()) {
+            return unary_error!(QueryRouteResponse, e);
+        }
+        match route::query_route(&self.broker, request.into_inner()).await {
             Ok(response) => Ok(Response::new(response)),
             Err(e) => unary_error!(QueryRouteResponse, e),
         }

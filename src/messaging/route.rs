@@ -61,9 +61,9 @@ pub fn route_response(topic: &Resource, groups: &[TopicGroupRoute]) -> QueryRout
     QueryRouteResponse { status: Some(status::ok()), message_queues }
 }
 
-pub async fn query_route(broker: &Broker, client_id: &str, request: QueryRouteRequest) -> Result<QueryRouteResponse, ApiError> {
+pub async fn query_route(broker: &Broker, request: QueryRouteRequest) -> Result<QueryRouteResponse, ApiError> {
     let topic = requested_topic(&request)?;
-    if let Some(merged) = ask_routers(broker, client_id, &request).await {
+    if let Some(merged) = ask_routers(broker, &request).await {
         return Ok(merged);
     }
     let config = broker.state().topic(&topic.name).ok_or_else(|| topic_not_found(&topic.name))?;
@@ -72,10 +72,12 @@ pub async fn query_route(broker: &Broker, client_id: &str, request: QueryRouteRe
 }
 
 /// The first router's route that has the topic; None when no router is configured or answers.
-async fn ask_routers(broker: &Broker, client_id: &str, request: &QueryRouteRequest) -> Option<QueryRouteResponse> {
+async fn ask_routers(broker: &Broker, request: &QueryRouteRequest) -> Option<QueryRouteResponse> {
+    // The node asks as itself: a route does not depend on which client wants it.
+    let client_id = format!("raftmq-node-{}-{}", broker.config.group, broker.config.node_id);
     for router in &broker.config.routers {
         let Ok(channel) = broker.channel_to(router) else { continue };
-        let mut call = crate::cli::client::request(client_id, request.clone());
+        let mut call = crate::cli::client::request(&client_id, request.clone());
         call.set_timeout(ROUTER_QUERY_TIMEOUT);
         match crate::cli::client::messaging(channel).query_route(call).await {
             Ok(response) => {
