@@ -5,7 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".apache.rocketmq.v2.Message.body")
         .compile_protos(
-            &["proto/apache/rocketmq/v2/service.proto", "proto/raftmq/admin.proto"],
+            &["proto/apache/rocketmq/v2/service.proto", "proto/raftmq/admin.proto", "proto/raftmq/router.proto"],
             &["proto"],
         )?;
     Ok(())

@@ -1,13 +1,13 @@
 //! The broker node as the services see it: its Raft node, leadership, proposals, the client
 //! endpoints of its group, and channels to the leader for forwarding.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::errors::{ClientWriteError, RaftError};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use raftmq_raft::pb::NodeStateRequest;
 use raftmq_raft::state_machine::SmShared;
 use raftmq_raft::{CommandResponse, EncodedCommand, RaftNode};
@@ -23,6 +23,8 @@ use crate::v2::Code;
 /// timeout), and how often it retries meanwhile.
 const LEASE_WAIT_MAX: Duration = Duration::from_millis(1000);
 const LEASE_RETRY_INTERVAL: Duration = Duration::from_millis(20);
+/// Peers and routers this node talks to, with room to spare.
+const CHANNELS_MAX: usize = 64;
 
 pub struct Broker {
     pub config: ServerConfig,
@@ -35,7 +37,8 @@ pub struct Broker {
     forward_addrs: RwLock<BTreeMap<u64, String>>,
     round_robin: AtomicU64,
     proposals: Semaphore,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// To peers' client APIs (forwarding) and to routers.
+    channels: crate::channels::ChannelCache,
 }
 
 /// Why a call can't be served here.
@@ -56,7 +59,7 @@ impl Broker {
             forward_addrs: RwLock::new(BTreeMap::new()),
             round_robin: AtomicU64::new(0),
             proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
-            channels: Mutex::new(HashMap::new()),
+            channels: crate::channels::ChannelCache::new(CHANNELS_MAX),
         });
         tokio::spawn(discover_client_addrs(Arc::downgrade(&broker)));
         broker
@@ -123,19 +126,9 @@ impl Broker {
         }
     }
 
-    /// A cached channel to another node's client endpoint.
+    /// A cached channel to another node's client endpoint, or to a router.
     pub fn channel_to(&self, addr: &str) -> Result<Channel, ApiError> {
-        let mut channels = self.channels.lock();
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ApiError::internal(format!("bad leader address {addr}: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        self.channels.get(addr)
     }
 }
 

@@ -55,7 +55,7 @@ pub struct ServerArgs {
     /// Delete the oldest purged segments while the commitlog is larger than this (default: no limit).
     #[arg(long, env = "RAFTMQ_RETENTION_BYTES")]
     pub retention_bytes: Option<u64>,
-    /// Routers to register with (used once the routing service exists).
+    /// Routers to register with and take merged routes from: host:port,host:port
     #[arg(long, env = "RAFTMQ_ROUTERS")]
     pub routers: Option<String>,
     /// Create a consumer group on its first receive or offset commit (default true); with false,
@@ -83,7 +83,12 @@ pub struct ServerConfig {
     pub snapshot_interval_entries: u64,
     pub retention: raftmq_store::RetentionPolicy,
     pub auto_create_groups: bool,
+    /// Routers this node registers with (none: the node serves its own group's routes only).
+    pub routers: Vec<String>,
 }
+
+/// Most routers one node registers with.
+pub const ROUTERS_MAX: usize = 16;
 
 pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut peers = BTreeMap::new();
@@ -107,6 +112,26 @@ pub fn parse_peers(text: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         bail!("--peers lists no peers (example: 1=127.0.0.1:9091,2=127.0.0.1:9092,3=127.0.0.1:9093)");
     }
     Ok(peers)
+}
+
+pub fn parse_routers(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut routers: Vec<String> = Vec::new();
+    for router in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        if !raftmq_cluster::registry::valid_endpoint(router) {
+            bail!("router address {router:?} is not host:port (example: --routers 10.0.0.5:8080,10.0.0.6:8080)");
+        }
+        if routers.iter().any(|r| r == router) {
+            bail!("router {router} is listed twice in --routers");
+        }
+        routers.push(router.to_string());
+    }
+    if routers.is_empty() {
+        bail!("--routers lists no routers; give host:port,host:port or leave it out");
+    }
+    if routers.len() > ROUTERS_MAX {
+        bail!("--routers lists {} routers; at most {ROUTERS_MAX}", routers.len());
+    }
+    Ok(routers)
 }
 
 pub fn parse_flush(text: &str) -> anyhow::Result<FlushPolicy> {
@@ -179,6 +204,10 @@ impl ServerArgs {
                 max_total_bytes: pick!(retention_bytes),
             },
             auto_create_groups: pick!(auto_create_groups).unwrap_or(true),
+            routers: match pick!(routers) {
+                Some(text) => parse_routers(&text)?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -194,6 +223,16 @@ mod tests {
         assert_eq!(peers[&2], "h:9092");
         for bad in ["", "1", "x=h:1", "1=h", "1=h:1,1=h:2", "0=h:1"] {
             assert!(parse_peers(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    // Goal: router lists parse, and mistakes are refused with what to write instead.
+    #[test]
+    fn routers_parse_and_reject_mistakes() {
+        assert_eq!(parse_routers("127.0.0.1:8080, router2:8080").unwrap(), ["127.0.0.1:8080", "router2:8080"]);
+        for bad in ["", ",", "h", "h:0", "h:x", "a b:1", "h:1,h:1"] {
+            let error = parse_routers(bad).unwrap_err().to_string();
+            assert!(error.contains("router"), "{bad:?}: {error}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `raftmq dev`: a three-node group in one process on 127.0.0.1, for trying raftmq locally.
+//! `raftmq dev`: a router and a three-node group in one process on 127.0.0.1, for trying raftmq
+//! locally. The nodes register with the router; clients may use the router or any node.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -7,9 +8,12 @@ use crate::config::ServerConfig;
 
 pub const DEV_CLIENT_PORTS: [u16; 3] = [8081, 8082, 8083];
 pub const DEV_PEER_PORTS: [u16; 3] = [9091, 9092, 9093];
+pub const DEV_ROUTER: &str = "127.0.0.1:8080";
 
 pub async fn run(data_dir: PathBuf, flush: raftmq_store::FlushPolicy) -> anyhow::Result<()> {
     let peers: std::collections::BTreeMap<u64, String> = (1..=3u64).map(|id| (id, format!("127.0.0.1:{}", DEV_PEER_PORTS[id as usize - 1]))).collect();
+    let router_args = crate::router::RouterArgs { listen: DEV_ROUTER.parse()?, node_timeout_ms: crate::router::NODE_TIMEOUT_MS_DEFAULT };
+    let router = crate::router::start(router_args).await.context("starting the dev router")?;
     let mut servers = Vec::new();
     for id in 1..=3u64 {
         let listen = format!("127.0.0.1:{}", DEV_CLIENT_PORTS[id as usize - 1]).parse()?;
@@ -30,12 +34,14 @@ pub async fn run(data_dir: PathBuf, flush: raftmq_store::FlushPolicy) -> anyhow:
                 max_total_bytes: None,
             },
             auto_create_groups: true,
+            routers: vec![DEV_ROUTER.to_string()],
         };
         servers.push(crate::server::start(config).await.with_context(|| format!("starting dev node {id}"))?);
     }
     tracing::info!(
-        "raftmq dev is up: a three-node group (flush={flush:?}) with data under {}. Point a RocketMQ 5 client at \
-         127.0.0.1:8081 (or 127.0.0.1:8081;127.0.0.1:8082;127.0.0.1:8083). Create a topic first: \
+        "raftmq dev is up: a router on {DEV_ROUTER} and a three-node group (flush={flush:?}) with data under {}. \
+         Point a RocketMQ 5 client at 127.0.0.1:8081 (or 127.0.0.1:8081;127.0.0.1:8082;127.0.0.1:8083, or the \
+         router {DEV_ROUTER}). Create a topic first: \
          `raftmq topic create --endpoint 127.0.0.1:8081 --topic orders`. Ctrl-C stops.",
         data_dir.display()
     );
@@ -43,5 +49,6 @@ pub async fn run(data_dir: PathBuf, flush: raftmq_store::FlushPolicy) -> anyhow:
     for server in servers {
         server.stop().await;
     }
+    router.stop().await;
     Ok(())
 }

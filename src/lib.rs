@@ -3,11 +3,13 @@
 
 pub mod admin_service;
 pub mod broker;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod limits;
 pub mod messaging;
+pub mod router;
 pub mod server;
 pub mod status;
 
@@ -17,4 +19,8 @@ pub mod v2 {
 
 pub mod admin_pb {
     tonic::include_proto!("raftmq.admin");
+}
+
+pub mod router_pb {
+    tonic::include_proto!("raftmq.router");
 }

@@ -27,6 +27,12 @@ fn main() -> std::process::ExitCode {
                 server.stop().await;
                 Ok(())
             }
+            CliCommand::Router(args) => {
+                let router = raftmq::router::start(args).await?;
+                wait_for_stop().await;
+                router.stop().await;
+                Ok(())
+            }
             CliCommand::Dev { data_dir, flush } => raftmq::dev::run(data_dir, raftmq::config::parse_flush(&flush)?).await,
             CliCommand::Topic { command } => commands::topic(command).await,
             CliCommand::Send(args) => commands::send(args).await,

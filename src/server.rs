@@ -53,25 +53,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let node = RaftNode::start(node_config).await?;
     let broker = Broker::new(config.clone(), node);
+    crate::router::registration_worker::spawn(&broker);
     let messaging = MessagingServiceServer::new(MessagingServiceImpl { broker: broker.clone() })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let admin = AdminServer::new(AdminServiceImpl { broker: broker.clone() });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(messaging)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!("client server stopped: {e}");
-        }
-    });
+    let services = tonic::transport::Server::builder().tcp_nodelay(true).add_service(messaging).add_service(admin);
+    let (stop, served) = spawn_serving(listener, services, "client server");
     tracing::info!(
         node = config.node_id,
         group = %config.group,
@@ -81,5 +69,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.advertise,
         config.peer_listen
     );
+    if !config.routers.is_empty() {
+        tracing::info!("registering with routers {}", config.routers.join(", "));
+    }
     Ok(RunningServer { broker, stop, served })
+}
+
+/// Serves `services` on `listener` until the returned sender fires (or is dropped).
+pub fn spawn_serving(
+    listener: tokio::net::TcpListener,
+    services: tonic::transport::server::Router,
+    what: &'static str,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = services.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!("{what} stopped: {e}");
+        }
+    });
+    (stop, served)
 }

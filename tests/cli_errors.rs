@@ -177,6 +177,20 @@ fn server_rejects_malformed_peers() {
     assert_mentions(&stderr, &["peer address \"h\" is not host:port"]);
 }
 
+// Goal: a malformed --routers list (flag or env) is refused before anything starts, quoting the bad entry.
+#[test]
+fn server_rejects_malformed_routers() {
+    let (_, peers) = three_peers();
+    for (routers, says) in [
+        ("router-without-port", "router address \"router-without-port\" is not host:port"),
+        ("r:8080,r:8080", "router r:8080 is listed twice"),
+        (",", "--routers lists no routers"),
+    ] {
+        let stderr = server_fails(&["--node-id", "1", "--listen", "127.0.0.1:1", "--peers", &peers, "--routers", routers]);
+        assert_mentions(&stderr, &[says]);
+    }
+}
+
 // Goal: a node id that --peers does not list is refused, naming the id and both ways to fix it.
 #[test]
 fn server_rejects_node_id_missing_from_peers() {

@@ -1,7 +1,13 @@
 //! raftmq-cluster: routing over broker groups (the NameServer stand-in).
 //!
-//! For now one group serves every topic: a route is the group's name and its nodes' client
-//! endpoints. Multi-group placement and the router service come with the routing issue.
+//! A route is a list of groups, each with its live nodes' client endpoints and the topic's queue
+//! count in that group. [`registry::Registry`] builds it from the registrations that broker
+//! nodes send every second or so; it is pure data (time is passed in), so the router service in
+//! the binary and the unit tests drive it alike.
+pub mod limits;
+pub mod registry;
+
+pub use registry::{NodeRegistration, Registry, RegistryError, TopicGroupRoute};
 
 /// The client-facing view of one broker group.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
 //! The client commands: topic, send, consume, cluster status.
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -21,7 +22,19 @@ fn admin_ok(status: Option<&crate::admin_pb::AdminStatus>, what: &str) -> anyhow
 
 pub async fn topic(command: TopicCommand) -> anyhow::Result<()> {
     match command {
-        TopicCommand::Create { endpoint, topic, queues } => {
+        TopicCommand::Create { endpoint, topic, queues, groups } if !groups.is_empty() => {
+            let (_, channel) = client::connect(&endpoint).await?;
+            let request = crate::router_pb::PlaceTopicRequest { topic: topic.clone(), queues, groups };
+            let response = match crate::router_pb::router_client::RouterClient::new(channel).place_topic(request).await {
+                Err(e) if e.code() == tonic::Code::Unimplemented => bail!("--groups needs a router endpoint (`raftmq router`); {endpoint} is a broker node"),
+                other => other?.into_inner(),
+            };
+            if response.code != 0 {
+                bail!("topic create failed: {}", response.message);
+            }
+            println!("topic {topic} ready with {queues} queues in each of {}", response.groups.join(", "));
+        }
+        TopicCommand::Create { endpoint, topic, queues, .. } => {
             let (_, channel) = client::connect(&endpoint).await?;
             let response = client::admin(channel).create_topic(CreateTopicRequest { topic: topic.clone(), queues }).await?;
             admin_ok(response.get_ref().status.as_ref(), "topic create")?;
@@ -75,11 +88,27 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     check_status(route.status.as_ref(), "route query")?;
-    let queues: Vec<MessageQueue> = route.message_queues;
+    let mut queues: Vec<MessageQueue> = route.message_queues;
+    if args.local {
+        // Only the pointed-at node's group is on that node (the route may span groups).
+        let own = client::admin(channel.clone()).get_node_status(crate::admin_pb::NodeStatusRequest {}).await?.into_inner().group;
+        queues.retain(|q| q.broker.as_ref().is_some_and(|b| b.name == own));
+    }
+    // Each group's queues are served by that group's nodes, as listed in the route.
+    let mut group_clients: HashMap<String, MessagingClient> = HashMap::new();
+    for q in &queues {
+        let broker = q.broker.clone().unwrap_or_default();
+        if !group_clients.contains_key(&broker.name) {
+            let addrs: Vec<String> = broker.endpoints.iter().flat_map(|e| &e.addresses).map(|a| format!("{}:{}", a.host, a.port)).collect();
+            let group_channel = if addrs.is_empty() { channel.clone() } else { client::connect(&addrs.join(";")).await?.1 };
+            group_clients.insert(broker.name, client::messaging(group_channel));
+        }
+    }
+    let client_of = |q: &MessageQueue| group_clients[&q.broker.as_ref().map(|b| b.name.clone()).unwrap_or_default()].clone();
     let mut next: Vec<u64> = vec![0; queues.len()];
     if args.from == "latest" {
         for (i, q) in queues.iter().enumerate() {
-            let response = messaging
+            let response = client_of(q)
                 .query_offset(request(&client_id, crate::v2::QueryOffsetRequest { message_queue: Some(q.clone()), query_offset_policy: crate::v2::QueryOffsetPolicy::End as i32, timestamp: None }))
                 .await?
                 .into_inner();
@@ -104,7 +133,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                 next[i] = response.next_offset;
                 response.messages.len()
             } else {
-                pull_once(&mut messaging, &client_id, q, &mut next[i]).await?
+                pull_once(&mut client_of(q), &client_id, q, &mut next[i]).await?
             };
         }
         if got > 0 {
@@ -117,8 +146,10 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     }
 }
 
+type MessagingClient = crate::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>;
+
 async fn pull_once(
-    messaging: &mut crate::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>,
+    messaging: &mut MessagingClient,
     client_id: &str,
     queue: &MessageQueue,
     next: &mut u64,
@@ -192,7 +223,7 @@ pub async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         println!("{}", serde_json::json!({ "nodes": nodes }));
     } else {
         for n in &response.nodes {
-            println!("node {} {:<11} term={} last_log={} committed={} applied={} {} {}", n.id, n.role, n.term, n.last_log_index, n.committed, n.applied, n.endpoint, n.error);
+            println!("{} node {} {:<11} term={} last_log={} committed={} applied={} {} {}", n.group, n.id, n.role, n.term, n.last_log_index, n.committed, n.applied, n.endpoint, n.error);
         }
     }
     Ok(())

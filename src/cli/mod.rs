@@ -20,7 +20,9 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run one broker node.
     Server(ServerArgs),
-    /// Run a three-node group in this process on 127.0.0.1 (client ports 8081-8083).
+    /// Run a router: brokers register with it (--routers); clients may use it as their endpoint.
+    Router(crate::router::RouterArgs),
+    /// Run a router (127.0.0.1:8080) and a three-node group (client ports 8081-8083) in this process.
     Dev {
         #[arg(long, default_value = "raftmq-data", env = "RAFTMQ_DATA_DIR")]
         data_dir: PathBuf,
@@ -55,8 +57,12 @@ pub enum TopicCommand {
         endpoint: String,
         #[arg(long)]
         topic: String,
+        /// Queues per group.
         #[arg(long, default_value_t = crate::limits::QUEUES_DEFAULT)]
         queues: u32,
+        /// Groups to place the topic on, e.g. g1,g2 (needs a router endpoint; default: every live group).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
     List {
         #[arg(long)]

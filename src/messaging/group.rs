@@ -82,7 +82,7 @@ pub async fn query_assignment(broker: &Broker, request: QueryAssignmentRequest) 
     if broker.state().group(&group).is_none() && !broker.config.auto_create_groups {
         return Err(group_not_found(&group));
     }
-    let route = crate::messaging::route::query_route(broker, QueryRouteRequest { topic: request.topic, endpoints: request.endpoints })?;
+    let route = crate::messaging::route::query_route(broker, QueryRouteRequest { topic: request.topic, endpoints: request.endpoints }).await?;
     let mut assignments: Vec<Assignment> = Vec::new();
     for queue in route.message_queues {
         let name = queue.broker.as_ref().map(|b| b.name.clone());

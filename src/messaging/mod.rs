@@ -37,7 +37,7 @@ pub struct MessagingServiceImpl {
     pub broker: Arc<Broker>,
 }
 
-fn client_id(metadata: &MetadataMap) -> Result<String, ApiError> {
+pub(crate) fn client_id(metadata: &MetadataMap) -> Result<String, ApiError> {
     match metadata.get("x-mq-client-id").and_then(|v| v.to_str().ok()) {
         Some(id) if !id.trim().is_empty() => Ok(id.to_string()),
         _ => Err(ApiError::new(Code::ClientIdRequired, "the x-mq-client-id header is required")),
@@ -80,7 +80,7 @@ impl MessagingService for MessagingServiceImpl {
         if let Err(e) = client_id(request.metadata()) {
             return unary_error!(QueryRouteResponse, e);
         }
-        match route::query_route(&self.broker, request.into_inner()) {
+        match route::query_route(&self.broker, request.into_inner()).await {
             Ok(response) => Ok(Response::new(response)),
             Err(e) => unary_error!(QueryRouteResponse, e),
         }

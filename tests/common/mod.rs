@@ -1,4 +1,5 @@
-//! A three-node raftmq group as real `raftmq server` processes on loopback, for fault tests.
+//! A three-node raftmq group as real `raftmq server` processes on loopback, for fault tests, and
+//! a `raftmq router` process for tests with several groups.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     peers: String,
+    pub group: String,
     /// Extra `raftmq server` flags for every node.
     extra_args: Vec<String>,
 }
@@ -59,6 +61,11 @@ impl Cluster {
     }
 
     pub async fn start_with(extra_args: &[&str]) -> Cluster {
+        Self::start_group("g1", extra_args).await
+    }
+
+    /// A group named `group` (several can run side by side, e.g. behind one router).
+    pub async fn start_group(group: &str, extra_args: &[&str]) -> Cluster {
         let mut dir = tempfile::tempdir().unwrap();
         if std::env::var_os("RAFTMQ_TEST_KEEP").is_some() {
             dir.disable_cleanup(true);
@@ -77,7 +84,7 @@ impl Cluster {
         }
         let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.peer_addr)).collect::<Vec<_>>().join(",");
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
-        let mut cluster = Cluster { dir, nodes, peers, extra_args };
+        let mut cluster = Cluster { dir, nodes, peers, group: group.to_string(), extra_args };
         for id in 1..=3 {
             cluster.start_node(id);
         }
@@ -91,12 +98,13 @@ impl Cluster {
 
     pub fn start_node(&mut self, id: u64) {
         let peers = self.peers.clone();
+        let group = self.group.clone();
         let extra_args = self.extra_args.clone();
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
-            .args(["server", "--node-id", &id.to_string(), "--group", "g1", "--listen", &node.client_addr])
+            .args(["server", "--node-id", &id.to_string(), "--group", &group, "--listen", &node.client_addr])
             .args(["--peer-listen", &node.peer_addr, "--peers", &peers, "--segment-size-bytes", "33554432"])
             .arg("--data-dir")
             .arg(&node.data_dir)
@@ -186,27 +194,9 @@ impl Cluster {
     pub async fn send_batch(&self, topic: &str, bodies: &[String]) -> Result<Vec<Sent>, String> {
         let mut last_error = String::new();
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let Ok((_, channel)) = client::connect(&node.client_addr).await else { continue };
-            let messages = bodies
-                .iter()
-                .map(|body| client::normal_message(topic, body.as_bytes().to_vec().into(), client::new_message_id(), "fault-test"))
-                .collect();
-            let mut request = client::request("fault-test", SendMessageRequest { messages });
-            request.set_timeout(Duration::from_secs(5));
-            match client::messaging(channel).send_message(request).await {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    let code = response.status.as_ref().map(|s| s.code).unwrap_or(0);
-                    if code == raftmq::v2::Code::Ok as i32 {
-                        return Ok(bodies
-                            .iter()
-                            .zip(&response.entries)
-                            .map(|(body, entry)| Sent { body: body.clone(), offset: entry.offset as u64 })
-                            .collect());
-                    }
-                    last_error = format!("{:?}", response.status);
-                }
-                Err(e) => last_error = e.to_string(),
+            match send_to(&node.client_addr, topic, bodies).await {
+                Ok(sent) => return Ok(sent),
+                Err(e) => last_error = e,
             }
         }
         Err(last_error)
@@ -240,40 +230,7 @@ impl Cluster {
 
     /// Every message of the topic through the v2 PullMessage API of node `id` (forwarded to the leader).
     pub async fn pull_all(&self, id: u64, topic: &str, queues: u32) -> Vec<Read> {
-        let (_, channel) = client::connect(&self.node(id).client_addr).await.unwrap();
-        let mut messaging = client::messaging(channel);
-        let mut out = Vec::new();
-        for queue_id in 0..queues {
-            let mut from = 0i64;
-            loop {
-                let queue = MessageQueue {
-                    topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }),
-                    id: queue_id as i32,
-                    ..Default::default()
-                };
-                let pull = PullMessageRequest { message_queue: Some(queue), offset: from, batch_size: 512, ..Default::default() };
-                let mut stream = messaging.pull_message(client::request("fault-test", pull)).await.unwrap().into_inner();
-                let mut got = 0;
-                while let Some(frame) = stream.next().await {
-                    match frame.unwrap().content {
-                        Some(pull_message_response::Content::Message(m)) => {
-                            let offset = m.system_properties.unwrap().queue_offset.unwrap() as u64;
-                            out.push(Read { queue_id, offset, body: String::from_utf8(m.body.to_vec()).unwrap() });
-                            got += 1;
-                        }
-                        Some(pull_message_response::Content::NextOffset(n)) => from = n,
-                        Some(pull_message_response::Content::Status(s)) => {
-                            assert!(s.code == 20000 || s.code == 40401, "pull failed: {s:?}");
-                        }
-                        None => {}
-                    }
-                }
-                if got == 0 {
-                    break;
-                }
-            }
-        }
-        out
+        pull_all_from(&self.node(id).client_addr, topic, 0..queues).await
     }
 
     /// The node's whole commitlog as (index, term, kind, crc, len) digests.
@@ -289,6 +246,135 @@ impl Cluster {
             }
             from = response.records.last().unwrap().index + 1;
             out.extend(response.records);
+        }
+    }
+}
+
+/// One SendMessage request to the first of `endpoints` (`a;b;c`) that accepts a connection;
+/// Err = failed or indeterminate.
+pub async fn send_to(endpoints: &str, topic: &str, bodies: &[String]) -> Result<Vec<Sent>, String> {
+    let (_, channel) = client::connect(endpoints).await.map_err(|e| e.to_string())?;
+    let messages = bodies
+        .iter()
+        .map(|body| client::normal_message(topic, body.as_bytes().to_vec().into(), client::new_message_id(), "fault-test"))
+        .collect();
+    let mut request = client::request("fault-test", SendMessageRequest { messages });
+    request.set_timeout(Duration::from_secs(5));
+    let response = client::messaging(channel).send_message(request).await.map_err(|e| e.to_string())?.into_inner();
+    match response.status.as_ref().map(|s| s.code) {
+        Some(code) if code == raftmq::v2::Code::Ok as i32 => Ok(bodies
+            .iter()
+            .zip(&response.entries)
+            .map(|(body, entry)| Sent { body: body.clone(), offset: entry.offset as u64 })
+            .collect()),
+        _ => Err(format!("{:?}", response.status)),
+    }
+}
+
+/// Every message of the topic's given queues through the v2 PullMessage API of `endpoints`.
+pub async fn pull_all_from(endpoints: &str, topic: &str, queue_ids: impl IntoIterator<Item = u32>) -> Vec<Read> {
+    let (_, channel) = client::connect(endpoints).await.unwrap();
+    let mut messaging = client::messaging(channel);
+    let mut out = Vec::new();
+    for queue_id in queue_ids {
+        let mut from = 0i64;
+        loop {
+            let queue = MessageQueue {
+                topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }),
+                id: queue_id as i32,
+                ..Default::default()
+            };
+            let pull = PullMessageRequest { message_queue: Some(queue), offset: from, batch_size: 512, ..Default::default() };
+            let mut stream = messaging.pull_message(client::request("fault-test", pull)).await.unwrap().into_inner();
+            let mut got = 0;
+            while let Some(frame) = stream.next().await {
+                match frame.unwrap().content {
+                    Some(pull_message_response::Content::Message(m)) => {
+                        let offset = m.system_properties.unwrap().queue_offset.unwrap() as u64;
+                        out.push(Read { queue_id, offset, body: String::from_utf8(m.body.to_vec()).unwrap() });
+                        got += 1;
+                    }
+                    Some(pull_message_response::Content::NextOffset(n)) => from = n,
+                    Some(pull_message_response::Content::Status(s)) => {
+                        assert!(s.code == 20000 || s.code == 40401, "pull failed: {s:?}");
+                    }
+                    None => {}
+                }
+            }
+            if got == 0 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A `raftmq router` process on a free loopback port.
+pub struct Router {
+    pub addr: String,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Router {
+    pub fn start(node_timeout_ms: u64) -> Router {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log_path = dir.path().join("router.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_raftmq"))
+            .args(["router", "--listen", &addr, "--node-timeout-ms", &node_timeout_ms.to_string()])
+            .env("RAFTMQ_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftmq router");
+        Router { addr, log_path, child: Some(child), _dir: dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The nodes the router knows, every group's (an empty list while it is not up yet).
+    pub async fn nodes(&self) -> Vec<NodeStatus> {
+        let Ok((_, channel)) = client::connect(&self.addr).await else { return vec![] };
+        match client::admin(channel).cluster_status(ClusterStatusRequest {}).await {
+            Ok(response) => response.into_inner().nodes,
+            Err(_) => vec![],
+        }
+    }
+
+    pub async fn wait_for_nodes(&self, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let nodes = self.nodes().await;
+            if nodes.len() == count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "router knows {} nodes, not {count}: {nodes:?}\n{}", nodes.len(), self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// QueryRoute through the router, as a client asks it.
+    pub async fn route(&self, topic: &str) -> raftmq::v2::QueryRouteResponse {
+        query_route(&self.addr, topic).await
+    }
+}
+
+pub async fn query_route(endpoint: &str, topic: &str) -> raftmq::v2::QueryRouteResponse {
+    let (_, channel) = client::connect(endpoint).await.unwrap();
+    let request = raftmq::v2::QueryRouteRequest { topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }), endpoints: None };
+    client::messaging(channel).query_route(client::request("router-test", request)).await.unwrap().into_inner()
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -59,6 +59,17 @@ def crc32_hex(data: bytes) -> str:
     return format(zlib.crc32(data) & 0xFFFFFFFF, "08X")
 
 
+def terminate(proc):
+    """SIGTERM, then SIGKILL if the process is still there after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 class Node:
     def __init__(self, node_id, client_addr, peer_addr, data_dir, log_path):
         self.node_id = node_id
@@ -81,8 +92,10 @@ class Node:
 class Cluster:
     """Three `raftmq server` processes forming one group."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, group=GROUP, extra_args=()):
         self.root = root
+        self.group = group
+        self.extra_args = list(extra_args)
         root.mkdir(parents=True, exist_ok=True)
         self.start_attempts = []
         ports = free_ports(6)
@@ -114,11 +127,12 @@ class Cluster:
             [
                 RAFTMQ_BIN, "server",
                 "--node-id", str(n.node_id),
-                "--group", GROUP,
+                "--group", self.group,
                 "--data-dir", str(n.data_dir),
                 "--listen", n.client_addr,
                 "--peer-listen", n.peer_addr,
                 "--peers", self.peers,
+                *self.extra_args,
             ],
             stdout=n.log_file,
             stderr=subprocess.STDOUT,
@@ -127,13 +141,8 @@ class Cluster:
         )
 
     def stop_node(self, n):
-        if n.proc is not None and n.proc.poll() is None:
-            n.proc.terminate()
-            try:
-                n.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n.proc.wait(timeout=10)
+        if n.proc is not None:
+            terminate(n.proc)
 
     def restart_node(self, n, wipe=False):
         """Stop node n and start it again on the same addresses; `wipe` deletes its data dir first."""
@@ -269,6 +278,30 @@ class Cluster:
             args.append("--local")
         out = self.cli(*args).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+class Router:
+    """A `raftmq router` process on a free port; brokers join it with `--routers <addr>`."""
+
+    def __init__(self, root: Path, node_timeout_ms=3000):
+        root.mkdir(parents=True, exist_ok=True)
+        self.addr = f"127.0.0.1:{free_ports(1)[0]}"
+        self.log_path = root / "router.log"
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [RAFTMQ_BIN, "router", "--listen", self.addr, "--node-timeout-ms", str(node_timeout_ms)],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+
+    def tail(self, lines=LOG_TAIL_LINES):
+        return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self):
+        terminate(self.proc)
+        self.log_file.close()
 
 
 def start_quiet_cluster(root: Path, attempts=START_ATTEMPTS):

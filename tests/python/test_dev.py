@@ -25,9 +25,9 @@ def cli(*args):
 
 @pytest.fixture
 def dev(tmp_path):
-    busy = [p for p in (8081, 8082, 8083, 9091, 9092, 9093) if port_busy(p)]
+    busy = [p for p in (8080, 8081, 8082, 8083, 9091, 9092, 9093) if port_busy(p)]
     if busy:
-        pytest.fail(f"raftmq dev needs ports 8081-8083 and 9091-9093; busy: {busy}")
+        pytest.fail(f"raftmq dev needs ports 8080-8083 and 9091-9093; busy: {busy}")
     log = open(tmp_path / "dev.log", "w")
     proc = subprocess.Popen([RAFTMQ_BIN, "dev"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -71,3 +71,25 @@ def test_python_producer_gets_send_ok_from_raftmq_dev(dev):
     read = [json.loads(line) for line in out.splitlines()]
     assert [m["body"] for m in read] == [f"dev-{i}" for i in range(5)]
     assert [m["message_id"] for m in read] == [r.message_id for r in receipts]
+
+
+def test_raftmq_dev_runs_a_router(dev):
+    """The dev nodes register with the dev router on 127.0.0.1:8080, which serves routes and cluster status."""
+    deadline = time.time() + 30
+    while True:
+        code, out, err = cli("cluster", "status", "--endpoint", "127.0.0.1:8080", "--json")
+        nodes = json.loads(out)["nodes"] if code == 0 else []
+        if len(nodes) == 3:
+            break
+        assert time.time() < deadline, f"the dev router does not list the three nodes: {out} {err}"
+        time.sleep(0.2)
+    assert {n["group"] for n in nodes} == {"g1"}
+    topic = unique_topic("devr")
+    code, _, err = cli("topic", "create", "--endpoint", "127.0.0.1:8080", "--topic", topic, "--queues", "2")
+    assert code == 0, err
+    producer = make_producer("127.0.0.1:8080", topic)
+    try:
+        receipt = producer.send(make_message(topic, b"via-router"))
+    finally:
+        producer.shutdown()
+    assert receipt.message_id
