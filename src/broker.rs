@@ -36,6 +36,8 @@ pub struct Broker {
     round_robin: AtomicU64,
     proposals: Semaphore,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Consumer-group clients this node heard from lately (for `raftmq group describe`).
+    pub members: crate::members::Members,
 }
 
 /// Why a call can't be served here.
@@ -57,6 +59,7 @@ impl Broker {
             round_robin: AtomicU64::new(0),
             proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
             channels: Mutex::new(HashMap::new()),
+            members: Default::default(),
         });
         tokio::spawn(discover_client_addrs(Arc::downgrade(&broker)));
         broker
