@@ -11,9 +11,9 @@ use tonic::{Request, Response, Status};
 use crate::admin_pb::admin_client::AdminClient;
 use crate::admin_pb::*;
 use crate::broker::{Broker, NotServed};
+use crate::messaging::forward::FORWARDED_HEADER;
 use crate::status::ApiError;
 
-const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An admin answer built from its status alone (an error, or an OK write).

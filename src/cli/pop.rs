@@ -10,7 +10,7 @@ use super::ConsumeArgs;
 use super::client::{self, check_status, request};
 use super::commands::print_message;
 use crate::v2::{
-    AckMessageEntry, AckMessageRequest, Code, FilterExpression, FilterType, MessageQueue, ReceiveMessageRequest, Resource, receive_message_response,
+    AckMessageEntry, AckMessageRequest, ClientType, Code, FilterExpression, HeartbeatRequest, FilterType, MessageQueue, ReceiveMessageRequest, Resource, receive_message_response,
 };
 
 /// Messages asked for per receive (the server's telemetry default for consumers).
@@ -42,6 +42,9 @@ pub async fn consume(args: &ConsumeArgs, group: &str) -> anyhow::Result<()> {
     let (_, channel) = client::connect(&args.endpoint).await?;
     let client_id = client::new_client_id();
     let mut messaging = client::messaging(channel);
+    // As RocketMQ clients do: the node then lists this CLI as a member of the group.
+    let heartbeat = HeartbeatRequest { group: resource(group), client_type: ClientType::SimpleConsumer as i32 };
+    check_status(messaging.heartbeat(request(&client_id, heartbeat)).await?.into_inner().status.as_ref(), "heartbeat")?;
     let mut consumed = 0u64;
     let mut last_message = Instant::now();
     loop {

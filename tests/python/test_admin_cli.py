@@ -51,11 +51,14 @@ def test_group_lag_follows_sends_and_pop_consumption(cluster):
     for q in before["queues"]:
         assert q["lag"] == q["max_offset"] - q["min_offset"] and q["acked_offset"] == q["min_offset"] and q["inflight"] == 0, q
 
-    first = pop(cluster, group, topic, "--max", "5")
+    # Through a follower, so that receives are forwarded to the leader.
+    leader_id = cluster.leader()[0]
+    follower = next(n.client_addr for n in cluster.nodes if n.node_id != leader_id)
+    first = pop(cluster, group, topic, "--max", "5", endpoint=follower)
     assert len(first) == 5, first
     assert sum(q["lag"] for q in describe_group(cluster, group, topic)["queues"]) == 15
 
-    rest = pop(cluster, group, topic)
+    rest = pop(cluster, group, topic, endpoint=follower)
     assert len(rest) == 15, rest
     seen = {(m["queue_id"], m["queue_offset"]) for m in first + rest}
     assert len(seen) == 20, "a message was handed out twice"
@@ -66,7 +69,10 @@ def test_group_lag_follows_sends_and_pop_consumption(cluster):
         assert q["lag"] == 0 and q["acked_offset"] == q["max_offset"] and q["pop_offset"] == q["max_offset"], q
         assert q["inflight"] == 0, q
     assert sum(q["max_offset"] for q in after["queues"]) == 20
-    assert any(m["client_id"].startswith("raftmq-cli@") for m in after["members"]), after["members"]
+    # Each CLI run is one member (on the node it talked to, not also on the leader it was forwarded to).
+    cli_members = [m for m in after["members"] if m["client_id"].startswith("raftmq-cli@")]
+    assert len(cli_members) == 2 and len({m["client_id"] for m in cli_members}) == 2, after["members"]
+    assert all(m["client_type"] == "SIMPLE_CONSUMER" and m["node_id"] != leader_id for m in cli_members), cli_members
 
     # Nothing is left: another pop hands out nothing.
     assert pop(cluster, group, topic) == []
