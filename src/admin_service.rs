@@ -1,32 +1,25 @@
-//! The raftmq admin API (topics, status, replica inspection), on every node's client port.
+//! The raftmq admin API (topics, consumer groups, status, replica inspection), on every node's
+//! client port. Topic and group logic lives in src/admin/.
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use raftmq_raft::CommandResponse;
-use raftmq_raft::command::{AdminCommand, Command, TopicConfig};
 use raftmq_store::LogIndex;
 use tonic::{Request, Response, Status};
 
 use crate::admin_pb::admin_client::AdminClient;
 use crate::admin_pb::admin_server::Admin;
 use crate::admin_pb::*;
-use crate::broker::{Broker, NotServed, ProposeError};
-use crate::limits::{QUEUES_DEFAULT, QUEUES_MAX};
-use crate::status::{self, ApiError};
+use crate::admin::forward::{self, FromStatus};
+use crate::admin::{admin_status, groups, topics};
+use crate::broker::{Broker, NotServed};
+use crate::status::ApiError;
 
 const LOG_DIGEST_RECORDS_MAX: u32 = 10_000;
 const READ_LOCAL_MAX: u32 = 10_000;
 
 pub struct AdminServiceImpl {
     pub broker: Arc<Broker>,
-}
-
-fn admin_status(result: Result<(), ApiError>) -> Option<AdminStatus> {
-    Some(match result {
-        Ok(()) => AdminStatus { code: 0, message: "OK".into() },
-        Err(e) => AdminStatus { code: e.code as i32, message: e.message },
-    })
 }
 
 pub fn node_status(broker: &Broker) -> NodeStatus {
@@ -55,47 +48,52 @@ pub fn node_status(broker: &Broker) -> NodeStatus {
     }
 }
 
-impl AdminServiceImpl {
-    async fn create_topic_here(&self, request: &CreateTopicRequest) -> Result<(), ApiError> {
-        status::check_topic_name(&request.topic)?;
-        let queues = if request.queues == 0 { QUEUES_DEFAULT } else { request.queues };
-        if queues > QUEUES_MAX {
-            return Err(ApiError::bad_request(format!("{queues} queues; a topic has at most {QUEUES_MAX}")));
-        }
-        if let Some(existing) = self.broker.state().topic(&request.topic) {
-            if existing.queue_count == queues {
-                return Ok(());
-            }
-        }
-        let command = Command::admin(&AdminCommand::CreateTopic(TopicConfig { name: request.topic.clone(), queue_count: queues }));
-        match self.broker.propose(command).await {
-            Ok(CommandResponse::TopicCreated) => Ok(()),
-            Ok(CommandResponse::Rejected(reason)) => Err(ApiError::bad_request(reason)),
-            Ok(other) => Err(ApiError::internal(format!("unexpected apply result {other:?}"))),
-            Err(ProposeError::NotLeader) => Err(ApiError::unavailable("leadership moved; retry")),
-            Err(ProposeError::Api(e)) => Err(e),
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Admin for AdminServiceImpl {
     async fn create_topic(&self, request: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
-        let forwarded = request.metadata().contains_key("x-raftmq-forwarded");
-        let request = request.into_inner();
-        let result = match self.broker.check_leader() {
-            Ok(()) => self.create_topic_here(&request).await,
-            Err(NotServed::Error(e)) => Err(e),
-            Err(NotServed::Leader(_)) if forwarded => Err(ApiError::unavailable("leadership is moving; retry")),
-            Err(NotServed::Leader(addr)) => {
-                let channel = self.broker.channel_to(&addr).map_err(|e| Status::unavailable(e.message))?;
-                let mut forward = Request::new(request);
-                forward.metadata_mut().insert("x-raftmq-forwarded", tonic::metadata::MetadataValue::from_static("1"));
-                forward.set_timeout(Duration::from_secs(10));
-                return AdminClient::new(channel).create_topic(forward).await;
-            }
+        let local = |b: Arc<Broker>, r: CreateTopicRequest| async move { Ok(CreateTopicResponse::from_result(topics::create(&b, &r.topic, r.queues).await)) };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.create_topic(r).await }).await
+    }
+
+    async fn update_topic(&self, request: Request<UpdateTopicRequest>) -> Result<Response<AdminResult>, Status> {
+        let local = |b: Arc<Broker>, r: UpdateTopicRequest| async move { Ok(AdminResult::from_result(topics::update(&b, &r.topic, r.queues).await)) };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.update_topic(r).await }).await
+    }
+
+    async fn describe_topic(&self, request: Request<DescribeTopicRequest>) -> Result<Response<DescribeTopicResponse>, Status> {
+        let local = |b: Arc<Broker>, r: DescribeTopicRequest| async move { topics::describe(&b, &r.topic) };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.describe_topic(r).await }).await
+    }
+
+    async fn delete_topic(&self, request: Request<DeleteTopicRequest>) -> Result<Response<AdminResult>, Status> {
+        let local = |b: Arc<Broker>, r: DeleteTopicRequest| async move { Ok(AdminResult::from_result(topics::delete(&b, &r.topic).await)) };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.delete_topic(r).await }).await
+    }
+
+    async fn create_group(&self, request: Request<CreateGroupRequest>) -> Result<Response<AdminResult>, Status> {
+        let local = |b: Arc<Broker>, r: CreateGroupRequest| async move {
+            Ok(AdminResult::from_result(groups::create(&b, &r.group, r.max_delivery_attempts, r.fifo).await))
         };
-        Ok(Response::new(CreateTopicResponse { status: admin_status(result) }))
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.create_group(r).await }).await
+    }
+
+    async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        let local = |b: Arc<Broker>, _| async move { Ok(groups::list(&b)) };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.list_groups(r).await }).await
+    }
+
+    async fn describe_group(&self, request: Request<DescribeGroupRequest>) -> Result<Response<DescribeGroupResponse>, Status> {
+        let local = |b: Arc<Broker>, r: DescribeGroupRequest| async move { groups::describe(&b, &r.group, &r.topic).await };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.describe_group(r).await }).await
+    }
+
+    async fn delete_group(&self, request: Request<DeleteGroupRequest>) -> Result<Response<AdminResult>, Status> {
+        let local = |b: Arc<Broker>, r: DeleteGroupRequest| async move { Ok(AdminResult::from_result(groups::delete(&b, &r.group).await)) };
+        forward::on_leader(&self.broker, request, local, |mut c, r| async move { c.delete_group(r).await }).await
+    }
+
+    async fn local_members(&self, request: Request<LocalMembersRequest>) -> Result<Response<LocalMembersResponse>, Status> {
+        Ok(Response::new(LocalMembersResponse { members: groups::local_members(&self.broker, &request.get_ref().group) }))
     }
 
     async fn transfer_leader(&self, request: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderResponse>, Status> {
@@ -117,20 +115,7 @@ impl Admin for AdminServiceImpl {
 
     async fn list_topics(&self, _request: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
         let state = self.broker.state();
-        let topics = state
-            .topics()
-            .into_iter()
-            .map(|t| TopicInfo {
-                queue_offsets: (0..t.queue_count)
-                    .map(|q| {
-                        let (min, max) = state.queue_range(&t.name, q);
-                        QueueInfo { queue_id: q, min_offset: min, max_offset: max }
-                    })
-                    .collect(),
-                name: t.name,
-                queues: t.queue_count,
-            })
-            .collect();
+        let topics = state.topics().into_iter().map(|t| topics::topic_info(state, t)).collect();
         Ok(Response::new(ListTopicsResponse { status: admin_status(Ok(())), topics }))
     }
 
@@ -168,7 +153,7 @@ impl Admin for AdminServiceImpl {
         let state = self.broker.state();
         let fail = |e: ApiError| Ok(Response::new(ReadLocalResponse { status: admin_status(Err(e)), ..Default::default() }));
         let Some(topic) = state.topic(&request.topic) else {
-            return fail(ApiError::new(crate::v2::Code::TopicNotFound, format!("topic {} does not exist", request.topic)));
+            return fail(topics::topic_not_found(&request.topic));
         };
         if request.queue_id >= topic.queue_count {
             return fail(ApiError::bad_request(format!("queue {} does not exist", request.queue_id)));

@@ -39,6 +39,8 @@ pub struct Broker {
     proposals: Semaphore,
     /// To peers' client APIs (forwarding) and to routers.
     channels: crate::channels::ChannelCache,
+    /// Consumer-group clients this node heard from lately (for `raftmq group describe`).
+    pub members: crate::members::Members,
 }
 
 /// Why a call can't be served here.
@@ -60,6 +62,7 @@ impl Broker {
             round_robin: AtomicU64::new(0),
             proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
             channels: crate::channels::ChannelCache::new(CHANNELS_MAX),
+            members: Default::default(),
         });
         tokio::spawn(discover_client_addrs(Arc::downgrade(&broker)));
         broker

@@ -1,6 +1,7 @@
 //! raftmq: the binary's library. Message semantics, the client-facing gRPC services, the admin
 //! API, configuration and the CLI. Storage and Raft live in the `store` and `raft` crates.
 
+pub mod admin;
 pub mod admin_service;
 pub mod broker;
 pub mod channels;
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod limits;
+pub mod members;
 pub mod messaging;
 pub mod router;
 pub mod server;

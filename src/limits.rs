@@ -25,6 +25,12 @@ pub const PROPERTIES_BYTES_MAX: usize = 16 * 1024;
 pub const PULL_BATCH_MAX: usize = 1024;
 /// Longest long poll we honour.
 pub const LONG_POLL_MS_MAX: u64 = 30_000;
+/// Most groups one ListGroups answer lists.
+pub const GROUPS_LISTED_MAX: usize = 10_000;
+/// Most queue rows one DescribeGroup answer lists (every queue of one topic always fits).
+pub const GROUP_QUEUES_LISTED_MAX: usize = 32_768;
+/// Largest max-delivery-attempts a group may be given.
+pub const GROUP_DELIVERY_ATTEMPTS_MAX: u32 = 1_000;
 /// In-flight proposals per node; more get TOO_MANY_REQUESTS.
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4096;
 
@@ -33,3 +39,5 @@ const _: () = assert!(BODY_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX < raftmq_raft::network::PEER_MESSAGE_BYTES_MAX);
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= raftmq_store::limits::RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(QUEUES_DEFAULT <= QUEUES_MAX);
+const _: () = assert!(QUEUES_MAX as usize <= GROUP_QUEUES_LISTED_MAX);
+const _: () = assert!(raftmq_raft::consumer::MAX_DELIVERY_ATTEMPTS_DEFAULT <= GROUP_DELIVERY_ATTEMPTS_MAX);

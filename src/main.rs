@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
             }
             CliCommand::Dev { data_dir, flush } => raftmq::dev::run(data_dir, raftmq::config::parse_flush(&flush)?).await,
             CliCommand::Topic { command } => commands::topic(command).await,
+            CliCommand::Group { command } => raftmq::cli::group::run(command).await,
             CliCommand::Send(args) => commands::send(args).await,
             CliCommand::Consume(args) => commands::consume(args).await,
             CliCommand::Cluster { command } => commands::cluster(command).await,

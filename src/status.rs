@@ -53,6 +53,10 @@ pub fn check_topic_name(name: &str) -> Result<(), ApiError> {
     check_name(name, "topic", crate::limits::TOPIC_NAME_BYTES_MAX, Code::IllegalTopic)
 }
 
+pub fn check_group_name(name: &str) -> Result<(), ApiError> {
+    check_name(name, "consumer group", crate::limits::GROUP_NAME_BYTES_MAX, Code::IllegalConsumerGroup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

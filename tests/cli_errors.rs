@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_raftmq");
 
 /// A loopback address whose port was free a moment ago.
@@ -382,8 +384,10 @@ fn server_refuses_data_dir_of_another_group() {
 fn client_commands_report_unreachable_endpoint() {
     let scratch = Scratch::new();
     let endpoint = "127.0.0.1:1";
-    let commands: [&[&str]; 6] = [
+    let commands: [&[&str]; 8] = [
         &["topic", "list", "--endpoint", endpoint],
+        &["group", "list", "--endpoint", endpoint],
+        &["consume", "--endpoint", endpoint, "--topic", "t", "--group", "g"],
         &["topic", "create", "--endpoint", endpoint, "--topic", "t"],
         &["send", "--endpoint", endpoint, "--topic", "t", "--body", "b"],
         &["consume", "--endpoint", endpoint, "--topic", "t", "--until-idle", "1s"],
@@ -432,4 +436,62 @@ fn consume_rejects_unknown_duration_unit() {
     assert!(!stderr.contains("no endpoint answered"), "{stderr}");
     let stderr = fails(&scratch, scratch.command(&["consume", "--endpoint", "127.0.0.1:1", "--topic", "t", "--until-idle", "soon"], "c2"), "c2");
     assert_mentions(&stderr, &["\"soon\"", "2s, 500ms or 1m"]);
+}
+
+// Goal: the pop-only consume options without --group are refused by name, before connecting anywhere.
+#[test]
+fn consume_pop_options_require_group() {
+    let scratch = Scratch::new();
+    let base = ["consume", "--endpoint", "127.0.0.1:1", "--topic", "t"];
+    for (i, extra) in [["--max", "5"], ["--tag-filter", "a"], ["--invisible", "10s"]].iter().enumerate() {
+        let name = format!("pop-{i}");
+        let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+        let stderr = fails(&scratch, scratch.command(&args, &name), &name);
+        assert_mentions(&stderr, &["--group"]);
+        assert!(!stderr.contains("no endpoint answered"), "{stderr}");
+    }
+    let args: Vec<&str> = base.iter().copied().chain(["--group", "g", "--local"]).collect();
+    let stderr = fails(&scratch, scratch.command(&args, "local"), "local");
+    assert_mentions(&stderr, &["--local", "--group", "cannot be used with"]);
+    let args: Vec<&str> = base.iter().copied().chain(["--group", "g", "--invisible", "0s"]).collect();
+    let stderr = fails(&scratch, scratch.command(&args, "zero"), "zero");
+    assert_mentions(&stderr, &["--invisible must be more than 0"]);
+    assert!(scratch.work_is_empty());
+}
+
+// Goal: topic and group mistakes against a live group (unknown or badly named groups and topics,
+// a shrinking queue count, an over-limit setting) each name their v2 code, and nothing changes.
+#[tokio::test]
+async fn admin_mistakes_are_refused_and_change_nothing() {
+    let cluster = common::Cluster::start_with(&["--auto-create-groups", "false"]).await;
+    cluster.create_topic("orders", 4).await;
+    let scratch = Scratch::new();
+    let endpoint = cluster.endpoints();
+    let e = endpoint.as_str();
+    let cases: [(&[&str], &[&str]); 11] = [
+        (&["group", "describe", "--endpoint", e, "--group", "nobody"], &["CONSUMER_GROUP_NOT_FOUND", "nobody does not exist"]),
+        (&["group", "delete", "--endpoint", e, "--group", "nobody"], &["CONSUMER_GROUP_NOT_FOUND"]),
+        (&["consume", "--endpoint", e, "--topic", "orders", "--group", "nobody", "--until-idle", "1s"], &["CONSUMER_GROUP_NOT_FOUND", "raftmq group create"]),
+        (&["group", "create", "--endpoint", e, "--group", "bad name"], &["ILLEGAL_CONSUMER_GROUP", "' '"]),
+        (&["group", "create", "--endpoint", e, "--group", "g", "--max-delivery-attempts", "5000"], &["BAD_REQUEST", "over the limit 1000"]),
+        (&["group", "describe", "--endpoint", e, "--group", "a/b"], &["ILLEGAL_CONSUMER_GROUP"]),
+        (&["topic", "create", "--endpoint", e, "--topic", "a/b"], &["ILLEGAL_TOPIC", "'/'"]),
+        (&["topic", "update", "--endpoint", e, "--topic", "orders", "--queues", "2"], &["has 4 queues", "cannot shrink", "asked for 2"]),
+        (&["topic", "update", "--endpoint", e, "--topic", "nothing", "--queues", "8"], &["TOPIC_NOT_FOUND", "nothing does not exist"]),
+        (&["topic", "describe", "--endpoint", e, "--topic", "nothing"], &["TOPIC_NOT_FOUND"]),
+        (&["topic", "delete", "--endpoint", e, "--topic", "nothing"], &["TOPIC_NOT_FOUND"]),
+    ];
+    for (i, (args, needles)) in cases.iter().enumerate() {
+        let name = format!("admin-{i}");
+        let stderr = fails(&scratch, scratch.command(args, &name), &name);
+        assert_mentions(&stderr, needles);
+    }
+    // Nothing changed: no group was created, the topic kept its queues.
+    let (_, channel) = raftmq::cli::client::connect(&endpoint).await.unwrap();
+    let mut admin = raftmq::cli::client::admin(channel);
+    let groups = admin.list_groups(raftmq::admin_pb::ListGroupsRequest {}).await.unwrap().into_inner();
+    assert!(groups.groups.is_empty(), "{:?}", groups.groups);
+    let topics = admin.list_topics(raftmq::admin_pb::ListTopicsRequest {}).await.unwrap().into_inner();
+    let names: Vec<(String, u32)> = topics.topics.iter().map(|t| (t.name.clone(), t.queues)).collect();
+    assert_eq!(names, vec![("orders".to_string(), 4)]);
 }

@@ -175,6 +175,26 @@ impl SmShared {
         self.table.read().consumers.groups.get(name).cloned()
     }
 
+    /// Up to `max` groups in name order, and whether more exist.
+    pub fn groups(&self, max: usize) -> (Vec<crate::consumer::GroupConfig>, bool) {
+        let table = self.table.read();
+        let groups = &table.consumers.groups;
+        (groups.values().take(max).cloned().collect(), groups.len() > max)
+    }
+
+    /// Up to `max` of a group's cursors as ((topic, queue id), cursor), in topic and queue order.
+    pub fn cursors_of(&self, group: &str, max: usize) -> Vec<((String, u32), QueueCursor)> {
+        let table = self.table.read();
+        table
+            .consumers
+            .cursors
+            .range((group.to_string(), String::new(), 0)..)
+            .take_while(|((g, _, _), _)| g == group)
+            .take(max)
+            .map(|((_, topic, queue_id), cursor)| ((topic.clone(), *queue_id), cursor.clone()))
+            .collect()
+    }
+
     pub fn cursor(&self, group: &str, topic: &str, queue_id: u32) -> Option<QueueCursor> {
         self.table.read().consumers.cursors.get(&(group.to_string(), topic.to_string(), queue_id)).cloned()
     }

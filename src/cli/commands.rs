@@ -1,4 +1,4 @@
-//! The client commands: topic, send, consume, cluster status.
+//! The client commands: topic, send, consume, cluster status (groups: group.rs, pop consumption: pop.rs).
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -7,15 +7,19 @@ use futures::StreamExt;
 
 use super::client::{self, check_status, request};
 use super::{ClusterCommand, ConsumeArgs, SendArgs, TopicCommand};
-use crate::admin_pb::{ClusterStatusRequest, CreateTopicRequest, ListTopicsRequest, ReadLocalRequest};
+use crate::admin_pb::{
+    ClusterStatusRequest, CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, ListTopicsRequest, ReadLocalRequest, TopicInfo,
+    UpdateTopicRequest,
+};
 use crate::v2::{
     Code, MessageQueue, PullMessageRequest, QueryRouteRequest, Resource, SendMessageRequest, pull_message_response,
 };
 
-fn admin_ok(status: Option<&crate::admin_pb::AdminStatus>, what: &str) -> anyhow::Result<()> {
+/// Fails with the server's message when an admin status is not OK (0; otherwise a v2 code).
+pub(super) fn admin_ok(status: Option<&crate::admin_pb::AdminStatus>, what: &str) -> anyhow::Result<()> {
     match status {
         Some(s) if s.code == 0 => Ok(()),
-        Some(s) => bail!("{what} failed: {}", s.message),
+        Some(s) => check_status(Some(&crate::v2::Status { code: s.code, message: s.message.clone() }), what),
         None => bail!("{what} failed: no status"),
     }
 }
@@ -40,22 +44,56 @@ pub async fn topic(command: TopicCommand) -> anyhow::Result<()> {
             admin_ok(response.get_ref().status.as_ref(), "topic create")?;
             println!("topic {topic} ready with {queues} queues");
         }
+        TopicCommand::Update { endpoint, topic, queues } => {
+            let (_, channel) = client::connect(&endpoint).await?;
+            let response = client::admin(channel).update_topic(UpdateTopicRequest { topic: topic.clone(), queues }).await?;
+            admin_ok(response.get_ref().status.as_ref(), "topic update")?;
+            println!("topic {topic} has {queues} queues");
+        }
         TopicCommand::List { endpoint, json } => {
             let (_, channel) = client::connect(&endpoint).await?;
             let response = client::admin(channel).list_topics(ListTopicsRequest {}).await?.into_inner();
             admin_ok(response.status.as_ref(), "topic list")?;
             for t in response.topics {
                 if json {
-                    let queues: Vec<_> = t.queue_offsets.iter().map(|q| serde_json::json!({"queue_id": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset})).collect();
-                    println!("{}", serde_json::json!({"topic": t.name, "queues": t.queues, "offsets": queues}));
+                    println!("{}", topic_json(&t));
                 } else {
                     let messages: u64 = t.queue_offsets.iter().map(|q| q.max_offset - q.min_offset).sum();
                     println!("{}\tqueues={}\tmessages={}", t.name, t.queues, messages);
                 }
             }
         }
+        TopicCommand::Describe { endpoint, topic, json } => {
+            let (_, channel) = client::connect(&endpoint).await?;
+            let response = client::admin(channel).describe_topic(DescribeTopicRequest { topic }).await?.into_inner();
+            admin_ok(response.status.as_ref(), "topic describe")?;
+            let t = response.topic.context("topic describe: the server sent no topic")?;
+            if json {
+                let mut out = topic_json(&t);
+                out["broker_group"] = response.broker_group.into();
+                println!("{out}");
+            } else {
+                println!("topic {}  queues={}  broker group {}", t.name, t.queues, response.broker_group);
+                println!("{:>6} {:>12} {:>12}", "QUEUE", "MIN", "MAX");
+                for q in &t.queue_offsets {
+                    println!("{:>6} {:>12} {:>12}", q.queue_id, q.min_offset, q.max_offset);
+                }
+            }
+        }
+        TopicCommand::Delete { endpoint, topic } => {
+            let (_, channel) = client::connect(&endpoint).await?;
+            let response = client::admin(channel).delete_topic(DeleteTopicRequest { topic: topic.clone() }).await?;
+            admin_ok(response.get_ref().status.as_ref(), "topic delete")?;
+            println!("topic {topic} deleted");
+        }
     }
     Ok(())
+}
+
+/// A topic as `topic list --json` and `topic describe --json` print it.
+fn topic_json(t: &TopicInfo) -> serde_json::Value {
+    let queues: Vec<_> = t.queue_offsets.iter().map(|q| serde_json::json!({"queue_id": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset})).collect();
+    serde_json::json!({"topic": t.name, "queues": t.queues, "offsets": queues})
 }
 
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
@@ -79,6 +117,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    if let Some(group) = &args.group {
+        return super::pop::consume(&args, group).await;
+    }
     let idle = super::parse_duration(&args.until_idle)?;
     let (_, channel) = client::connect(&args.endpoint).await?;
     let client_id = client::new_client_id();
@@ -180,7 +221,7 @@ async fn pull_once(
     Ok(got)
 }
 
-fn print_message(queue_id: u32, queue_offset: u64, message_id: &str, keys: &[String], tag: &str, body: &[u8]) {
+pub(super) fn print_message(queue_id: u32, queue_offset: u64, message_id: &str, keys: &[String], tag: &str, body: &[u8]) {
     println!(
         "{}",
         serde_json::json!({

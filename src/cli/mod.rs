@@ -2,6 +2,8 @@
 pub mod bench;
 pub mod client;
 pub mod commands;
+pub mod group;
+pub mod pop;
 
 use std::path::PathBuf;
 
@@ -29,14 +31,20 @@ pub enum CliCommand {
         #[arg(long, default_value = "sync", value_parser = ["sync", "async"], env = "RAFTMQ_FLUSH")]
         flush: String,
     },
-    /// Create and list topics.
+    /// Create, grow, list, describe and delete topics.
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// Create, list, describe (offsets, lag, members) and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Send messages.
     Send(SendArgs),
-    /// Read messages.
+    /// Read messages: pull them (or read one node's copy with --local), or with --group pop and
+    /// ack them as that consumer group.
     Consume(ConsumeArgs),
     /// Benchmarks: produce, consume, e2e, failover (one JSON line on stdout per run).
     Bench {
@@ -64,11 +72,79 @@ pub enum TopicCommand {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Grow a topic to more queues (a queue count never shrinks).
+    Update {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        queues: u32,
+    },
     List {
         #[arg(long)]
         endpoint: String,
         #[arg(long)]
         json: bool,
+    },
+    /// A topic's queues with their min and max offsets.
+    Describe {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a topic, and every consumer group's position on it.
+    Delete {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Create a consumer group (fails if it exists).
+    Create {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        group: String,
+        /// Deliveries of a message before it moves to the group's dead-letter topic %DLQ%GROUP.
+        #[arg(long, default_value_t = raftmq_raft::consumer::MAX_DELIVERY_ATTEMPTS_DEFAULT)]
+        max_delivery_attempts: u32,
+        /// Hand out each queue's messages in order, one in-flight batch at a time.
+        #[arg(long)]
+        fifo: bool,
+    },
+    List {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per queue: pop and acked offsets, in-flight count, committed offset, max offset and lag;
+    /// and the clients seen in the last 30 s.
+    Describe {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        group: String,
+        /// Also list this topic's queues that the group has not read yet.
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a consumer group and its positions.
+    Delete {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        group: String,
     },
 }
 
@@ -104,8 +180,21 @@ pub struct ConsumeArgs {
     #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
     pub output: String,
     /// Read the pointed-at node's own applied data instead of going through the leader.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub local: bool,
+    /// Pop consumption as this consumer group: each message is printed, then acked.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// With --group: only messages whose tag is one of these (`a || b`); default all.
+    #[arg(long, requires = "group")]
+    pub tag_filter: Option<String>,
+    /// With --group: stop after this many messages.
+    #[arg(long, requires = "group")]
+    pub max: Option<u64>,
+    /// With --group: how long a received message stays hidden from the group before it is handed
+    /// out again unless acked (default 30s).
+    #[arg(long, requires = "group")]
+    pub invisible: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,8 +15,9 @@ use crate::status::ApiError;
 use crate::v2::messaging_service_client::MessagingServiceClient;
 use crate::v2::*;
 
-/// Set on calls a follower forwards, so that a forwarded call is never forwarded again.
-const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
+/// Set on calls a follower forwards (client and admin API alike), so that a forwarded call is
+/// never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a retry waits for the group to have a reachable leader again (failure detection plus
 /// an election, with room to spare).

@@ -16,7 +16,7 @@ use crate::v2::{
 /// The group's name, checked.
 pub fn group_name(group: Option<&Resource>) -> Result<String, ApiError> {
     let name = group.map(|g| g.name.as_str()).unwrap_or("");
-    status::check_name(name, "consumer group", crate::limits::GROUP_NAME_BYTES_MAX, Code::IllegalConsumerGroup)?;
+    status::check_group_name(name)?;
     Ok(name.to_string())
 }
 

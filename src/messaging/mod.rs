@@ -88,7 +88,11 @@ impl MessagingService for MessagingServiceImpl {
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, GrpcStatus> {
         let status = match client_id(request.metadata()) {
-            Ok(_) => status::ok(),
+            Ok(client) => {
+                let heartbeat = request.get_ref();
+                self.broker.members.seen(heartbeat.group.as_ref().map_or("", |g| g.name.as_str()), &client, heartbeat.client_type);
+                status::ok()
+            }
             Err(e) => e.status(),
         };
         Ok(Response::new(HeartbeatResponse { status: Some(status) }))
@@ -113,8 +117,11 @@ impl MessagingService for MessagingServiceImpl {
 
     async fn receive_message(&self, request: Request<ReceiveMessageRequest>) -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
         let (metadata, _, message) = request.into_parts();
-        if let Err(e) = client_id(&metadata) {
-            return Ok(Response::new(frames_stream(receive::error_frames(e))));
+        match client_id(&metadata) {
+            // A forwarded receive's client talks to the forwarding node, which recorded it.
+            Ok(_) if metadata.contains_key(forward::FORWARDED_HEADER) => {}
+            Ok(client) => self.broker.members.seen(message.group.as_ref().map_or("", |g| g.name.as_str()), &client, 0),
+            Err(e) => return Ok(Response::new(frames_stream(receive::error_frames(e)))),
         }
         // A retried pop at worst leaves the first try's messages in flight until their invisible
         // time passes: they are handed out again then, never lost.
@@ -197,13 +204,20 @@ impl MessagingService for MessagingServiceImpl {
     async fn telemetry(&self, request: Request<Streaming<TelemetryCommand>>) -> Result<Response<Self::TelemetryStream>, GrpcStatus> {
         let (tx, rx) = mpsc::channel(TELEMETRY_CHANNEL_CAPACITY);
         let max_body_bytes = self.broker.config.max_body_bytes;
-        if let Err(e) = client_id(request.metadata()) {
-            let _ = tx.try_send(Ok(TelemetryCommand { status: Some(e.status()), command: None }));
-            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
-        }
+        let client = match client_id(request.metadata()) {
+            Ok(client) => client,
+            Err(e) => {
+                let _ = tx.try_send(Ok(TelemetryCommand { status: Some(e.status()), command: None }));
+                return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            }
+        };
         let mut inbound = request.into_inner();
+        let broker = self.broker.clone();
         tokio::spawn(async move {
             while let Some(Ok(command)) = inbound.next().await {
+                if let Some((group, client_type)) = telemetry::consumer_group(&command) {
+                    broker.members.seen(group, &client, client_type);
+                }
                 if let Some(reply) = telemetry::reply(command, max_body_bytes) {
                     if tx.send(Ok(reply)).await.is_err() {
                         return;

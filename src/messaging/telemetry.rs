@@ -77,3 +77,10 @@ pub fn reply(command: TelemetryCommand, max_body_bytes: usize) -> Option<Telemet
         _ => None,
     }
 }
+
+/// (group, client type) of a consumer's settings, so that the node counts it as a group member.
+pub fn consumer_group(command: &TelemetryCommand) -> Option<(&str, i32)> {
+    let Some(telemetry_command::Command::Settings(settings)) = &command.command else { return None };
+    let Some(settings::PubSub::Subscription(subscription)) = &settings.pub_sub else { return None };
+    Some((subscription.group.as_ref()?.name.as_str(), settings.client_type.unwrap_or(0)))
+}

@@ -14,6 +14,10 @@ pub struct RouterAdminService {
     pub state: Arc<RouterState>,
 }
 
+fn per_group(what: &str) -> Status {
+    Status::unimplemented(format!("{what} acts on one broker group; call a broker node of that group (see `raftmq cluster status`)"))
+}
+
 fn needs_broker(what: &str) -> Status {
     Status::unimplemented(format!("{what} reads a node's own data; a router has none: call a broker node's endpoint"))
 }
@@ -69,5 +73,38 @@ impl Admin for RouterAdminService {
 
     async fn transfer_leader(&self, _request: Request<TransferLeaderRequest>) -> Result<Response<TransferLeaderResponse>, Status> {
         Err(Status::unimplemented("leadership belongs to one group: call a node of that group"))
+    }
+
+    // Topic changes other than placement, and consumer groups, live in one broker group each.
+    async fn update_topic(&self, _request: Request<UpdateTopicRequest>) -> Result<Response<AdminResult>, Status> {
+        Err(per_group("topic update"))
+    }
+
+    async fn describe_topic(&self, _request: Request<DescribeTopicRequest>) -> Result<Response<DescribeTopicResponse>, Status> {
+        Err(per_group("topic describe"))
+    }
+
+    async fn delete_topic(&self, _request: Request<DeleteTopicRequest>) -> Result<Response<AdminResult>, Status> {
+        Err(per_group("topic delete"))
+    }
+
+    async fn create_group(&self, _request: Request<CreateGroupRequest>) -> Result<Response<AdminResult>, Status> {
+        Err(per_group("group create"))
+    }
+
+    async fn list_groups(&self, _request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        Err(per_group("group list"))
+    }
+
+    async fn describe_group(&self, _request: Request<DescribeGroupRequest>) -> Result<Response<DescribeGroupResponse>, Status> {
+        Err(per_group("group describe"))
+    }
+
+    async fn delete_group(&self, _request: Request<DeleteGroupRequest>) -> Result<Response<AdminResult>, Status> {
+        Err(per_group("group delete"))
+    }
+
+    async fn local_members(&self, _request: Request<LocalMembersRequest>) -> Result<Response<LocalMembersResponse>, Status> {
+        Err(needs_broker("local members"))
     }
 }
