@@ -9,6 +9,7 @@ import pytest
 
 from conftest import Cluster, Router, START_TIMEOUT_S, unique_topic
 from test_producer import make_message, make_producer
+from test_simple_consumer import make_consumer, receive_until, unique_group
 
 QUEUES = 2
 
@@ -75,6 +76,14 @@ def test_producer_through_router_lands_in_both_groups(routed):
     out = g1.cli("consume", "--endpoint", router.addr, "--topic", topic, "--from", "earliest", "--until-idle", "1s").stdout
     bodies = sorted(json.loads(line)["body"] for line in out.splitlines() if line.strip())
     assert bodies == sorted(f"routed-{i}" for i in range(30))
+    # A SimpleConsumer given only the router's address pops from both groups' queues.
+    consumer = make_consumer(router.addr, unique_group("routed"), topic)
+    try:
+        got = receive_until(consumer, 30)
+    finally:
+        consumer.shutdown()
+    assert sorted(m.body.decode() for m in got) == sorted(f"routed-{i}" for i in range(30))
+    assert {m.endpoints for m in got} and len({str(m.endpoints) for m in got}) == 2, "not every group served the consumer"
 
 
 def test_router_answers_unknown_and_illegal_topics(routed):
