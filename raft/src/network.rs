@@ -23,6 +23,9 @@ use crate::pb::raft_peer_client::RaftPeerClient;
 use crate::state_machine::SnapshotData;
 use crate::types::{NodeId, PeerNode, TypeConfig, Vote};
 
+/// Longest a whole snapshot transfer (stream and install) may take.
+const SNAPSHOT_TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Largest peer message either side accepts: a full append batch or one snapshot chunk.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Snapshot record batches buffered between the disk reader and the network.
@@ -211,7 +214,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             }
         });
         let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        request.set_timeout(option.hard_ttl());
+        // openraft's snapshot timeout (`option`, 200 ms by default) is meant per chunk; this call
+        // streams the whole snapshot and installs it, which takes as long as the retained data
+        // needs. Cancellation comes through `cancel`; a dead peer through the transport.
+        let _ = option;
+        request.set_timeout(SNAPSHOT_TRANSFER_TIMEOUT);
         let call = client.install_snapshot(request);
         let response = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),

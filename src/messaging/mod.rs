@@ -215,10 +215,12 @@ impl MessagingService for MessagingServiceImpl {
         let broker = self.broker.clone();
         tokio::spawn(async move {
             while let Some(Ok(command)) = inbound.next().await {
+                let mut group_config = None;
                 if let Some((group, client_type)) = telemetry::consumer_group(&command) {
                     broker.members.seen(group, &client, client_type);
+                    group_config = broker.state().group(group);
                 }
-                if let Some(reply) = telemetry::reply(command, max_body_bytes) {
+                if let Some(reply) = telemetry::reply(command, max_body_bytes, group_config.as_ref()) {
                     if tx.send(Ok(reply)).await.is_err() {
                         return;
                     }

@@ -3,6 +3,8 @@
 //! polling). The stream stays open: it is also the server -> client command channel.
 use prost_types::Duration;
 
+use raftmq_raft::consumer::GroupConfig;
+
 use crate::v2::{
     ClientType, CustomizedBackoff, ExponentialBackoff, Publishing, RetryPolicy, Settings, Subscription,
     TelemetryCommand, retry_policy, settings, telemetry_command,
@@ -22,8 +24,9 @@ fn default_backoff(max_attempts: i32) -> RetryPolicy {
     }
 }
 
-/// Completes the client's settings with the server's values.
-pub fn complete_settings(mut settings: Settings, max_body_bytes: usize) -> Settings {
+/// Completes the client's settings with the server's values; a consumer's FIFO flag and retry
+/// limit come from its group's settings when the group is known here.
+pub fn complete_settings(mut settings: Settings, max_body_bytes: usize, group: Option<&GroupConfig>) -> Settings {
     let client_type = settings.client_type.and_then(|t| ClientType::try_from(t).ok()).unwrap_or(ClientType::Unspecified);
     match settings.pub_sub.take() {
         Some(settings::PubSub::Publishing(publishing)) => {
@@ -35,7 +38,7 @@ pub fn complete_settings(mut settings: Settings, max_body_bytes: usize) -> Setti
         }
         Some(settings::PubSub::Subscription(subscription)) => {
             settings.pub_sub = Some(settings::PubSub::Subscription(Subscription {
-                fifo: Some(subscription.fifo.unwrap_or(false)),
+                fifo: Some(group.map(|g| g.fifo).unwrap_or(subscription.fifo.unwrap_or(false))),
                 receive_batch_size: Some(RECEIVE_BATCH_SIZE),
                 long_polling_timeout: Some(Duration { seconds: LONG_POLLING_TIMEOUT_S, nanos: 0 }),
                 ..subscription
@@ -50,11 +53,14 @@ pub fn complete_settings(mut settings: Settings, max_body_bytes: usize) -> Setti
         }
         None => {}
     }
-    let attempts = match client_type {
-        ClientType::Producer => 3,
-        _ => 16,
+    let attempts = match (client_type, group) {
+        (ClientType::Producer, _) => 3,
+        (_, Some(group)) => group.max_delivery_attempts as i32,
+        _ => raftmq_raft::consumer::MAX_DELIVERY_ATTEMPTS_DEFAULT as i32,
     };
     let backoff = match settings.backoff_policy.take() {
+        // The group's limit decides how often a consumer retries before dead-lettering.
+        Some(policy) if group.is_some() => RetryPolicy { max_attempts: attempts, ..policy },
         Some(policy) if policy.strategy.is_some() => policy,
         Some(policy) if policy.max_attempts > 0 => default_backoff(policy.max_attempts),
         _ => default_backoff(attempts),
@@ -68,11 +74,11 @@ pub fn complete_settings(mut settings: Settings, max_body_bytes: usize) -> Setti
 }
 
 /// The reply to one client command, if it needs one.
-pub fn reply(command: TelemetryCommand, max_body_bytes: usize) -> Option<TelemetryCommand> {
+pub fn reply(command: TelemetryCommand, max_body_bytes: usize, group: Option<&GroupConfig>) -> Option<TelemetryCommand> {
     match command.command {
         Some(telemetry_command::Command::Settings(settings)) => Some(TelemetryCommand {
             status: Some(crate::status::ok()),
-            command: Some(telemetry_command::Command::Settings(complete_settings(settings, max_body_bytes))),
+            command: Some(telemetry_command::Command::Settings(complete_settings(settings, max_body_bytes, group))),
         }),
         _ => None,
     }
@@ -83,4 +89,38 @@ pub fn consumer_group(command: &TelemetryCommand) -> Option<(&str, i32)> {
     let Some(telemetry_command::Command::Settings(settings)) = &command.command else { return None };
     let Some(settings::PubSub::Subscription(subscription)) = &settings.pub_sub else { return None };
     Some((subscription.group.as_ref()?.name.as_str(), settings.client_type.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumer_settings(fifo: bool) -> Settings {
+        Settings {
+            client_type: Some(ClientType::PushConsumer as i32),
+            pub_sub: Some(settings::PubSub::Subscription(Subscription { fifo: Some(fifo), ..Default::default() })),
+            ..Default::default()
+        }
+    }
+
+    fn subscription(settings: &Settings) -> &Subscription {
+        match &settings.pub_sub {
+            Some(settings::PubSub::Subscription(s)) => s,
+            other => panic!("not a subscription: {other:?}"),
+        }
+    }
+
+    // Goal: a consumer learns its group's FIFO flag and retry limit from the server, and gets
+    // the defaults when the group is not known here.
+    #[test]
+    fn consumer_settings_follow_the_group() {
+        let group = GroupConfig { fifo: true, max_delivery_attempts: 3, ..GroupConfig::new("g") };
+        let done = complete_settings(consumer_settings(false), 1024, Some(&group));
+        assert_eq!(subscription(&done).fifo, Some(true));
+        assert_eq!(done.backoff_policy.as_ref().map(|p| p.max_attempts), Some(3));
+        assert_eq!(subscription(&done).receive_batch_size, Some(RECEIVE_BATCH_SIZE));
+        let unknown = complete_settings(consumer_settings(false), 1024, None);
+        assert_eq!(subscription(&unknown).fifo, Some(false));
+        assert_eq!(unknown.backoff_policy.as_ref().map(|p| p.max_attempts), Some(16));
+    }
 }

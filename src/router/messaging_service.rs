@@ -62,7 +62,7 @@ impl MessagingService for RouterMessagingService {
         let replies = request
             .into_inner()
             .take_while(|command| ready(command.is_ok()))
-            .filter_map(move |command| ready(command.ok().and_then(|c| telemetry::reply(c, max_body_bytes)).map(Ok)));
+            .filter_map(move |command| ready(command.ok().and_then(|c| telemetry::reply(c, max_body_bytes, None)).map(Ok)));
         Ok(Response::new(Box::pin(replies)))
     }
 
