@@ -173,3 +173,49 @@ def test_two_consumers_in_one_group_split_the_messages(cluster):
     assert sorted(all_ids) == sorted(r.message_id for r in receipts), "missing or duplicated deliveries"
     assert not set(results[0]) & set(results[1]), "a message went to both consumers"
     assert results[0] and results[1], f"one consumer got nothing: {len(results[0])} / {len(results[1])}"
+
+
+def test_long_poll_wakes_when_a_message_is_applied_and_honours_batch_size(cluster):
+    """A receive that is already waiting returns the message sent meanwhile (a receive that did not
+    wake would end empty at its long-poll deadline), and never more than its batch size."""
+    topic = cluster.create_topic(queues=2)
+    group = unique_group("poll")
+    result = {}
+
+    def waiting_receive():
+        result["frames"] = rg.receive(cluster.addresses[1], topic, group, batch_size=3, wait_ms=20_000)
+
+    waiter = threading.Thread(target=waiting_receive)
+    waiter.start()
+    time.sleep(1.0)
+    assert rg.send(cluster.addresses[0], [rg.message(topic, b"wake-up")]).status.code == rg.Code.OK
+    waiter.join(timeout=30)
+    status, messages = result["frames"]
+    assert status.code == rg.Code.OK and [m.body for m in messages] == [b"wake-up"], (status, messages)
+    assert rg.send(cluster.addresses[0], [rg.message(topic, f"b{i}".encode()) for i in range(10)]).status.code == rg.Code.OK
+    sizes = []
+    while sum(sizes) < 10:
+        _, messages = rg.receive(cluster.addresses[0], topic, group, batch_size=3, wait_ms=2000)
+        assert messages, "messages are waiting but the receive came back empty"
+        sizes.append(len(messages))
+    assert max(sizes) <= 3 and sum(sizes) == 10, sizes
+
+
+def test_receipt_handle_stays_valid_across_a_leader_change(cluster):
+    topic = cluster.create_topic(queues=1)
+    group = unique_group("handover")
+    assert rg.send(cluster.addresses[0], [rg.message(topic, b"handed-over")]).status.code == rg.Code.OK
+    _, [message] = rg.receive(cluster.addresses[0], topic, group, invisible_ms=60_000)
+    leader_id = cluster.leader()[0]
+    target = next(i for i in range(1, 4) if i != leader_id)
+    cluster.cli("cluster", "transfer-leader", "--endpoint", cluster.addresses[0], "--to", str(target))
+    deadline = time.monotonic() + 15
+    while cluster.leader()[0] != target and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cluster.leader()[0] == target
+    handle = (message.system_properties.message_id, message.system_properties.receipt_handle)
+    response = rg.ack(cluster.addresses[leader_id - 1], topic, group, [handle])
+    assert response.status.code == rg.Code.OK, response
+    # Acked under the old leader's handle, on the new leader: it is not handed out again.
+    status, messages = rg.receive(cluster.addresses[target - 1], topic, group, wait_ms=1000)
+    assert messages == [] and status.code == rg.Code.MESSAGE_NOT_FOUND
