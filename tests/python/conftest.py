@@ -216,6 +216,17 @@ class Cluster:
                     return node_id, n
         raise AssertionError(f"no leader\n{self.log_tails()}")
 
+    def transfer_leader(self, timeout=15):
+        """Hand leadership to another node and wait until it leads; returns (old, new) leader ids."""
+        old = self.leader()[0]
+        new = next(i for i in range(1, len(self.nodes) + 1) if i != old)
+        self.cli("cluster", "transfer-leader", "--endpoint", self.addresses[0], "--to", str(new))
+        deadline = time.monotonic() + timeout
+        while self.leader()[0] != new and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert self.leader()[0] == new, f"node {new} did not take over from {old}"
+        return old, new
+
     def leader_last_log_index(self):
         return self.leader()[1]["last_log_index"]
 

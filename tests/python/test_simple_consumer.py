@@ -81,12 +81,17 @@ def test_round_trip_keeps_every_field(cluster):
         assert sorted(offsets) == list(range(len(offsets))), f"queue {queue} offsets {offsets}"
 
 
-def test_unacked_message_comes_back_after_invisible_duration(cluster):
+def one_message_topic(cluster, body):
+    """A new one-queue topic holding one message, and a consumer of a new group on it."""
     topic = cluster.create_topic(queues=1)
     producer = make_producer(cluster.endpoints, topic)
-    send_all(producer, [make_message(topic, b"again")])
+    send_all(producer, [make_message(topic, body)])
     producer.shutdown()
-    consumer = make_consumer(cluster.endpoints, unique_group(), topic)
+    return topic, make_consumer(cluster.endpoints, unique_group(), topic)
+
+
+def test_unacked_message_comes_back_after_invisible_duration(cluster):
+    _, consumer = one_message_topic(cluster, b"again")
     try:
         first = receive_until(consumer, 1, invisible_s=2, ack=False)
         assert [m.delivery_attempt for m in first] == [1]
@@ -108,11 +113,7 @@ def test_unacked_message_comes_back_after_invisible_duration(cluster):
 
 
 def test_change_invisible_duration_extends_it(cluster):
-    topic = cluster.create_topic(queues=1)
-    producer = make_producer(cluster.endpoints, topic)
-    send_all(producer, [make_message(topic, b"slow")])
-    producer.shutdown()
-    consumer = make_consumer(cluster.endpoints, unique_group(), topic)
+    _, consumer = one_message_topic(cluster, b"slow")
     try:
         [m] = receive_until(consumer, 1, invisible_s=2, ack=False)
         old_handle = m.receipt_handle
@@ -206,13 +207,7 @@ def test_receipt_handle_stays_valid_across_a_leader_change(cluster):
     group = unique_group("handover")
     assert rg.send(cluster.addresses[0], [rg.message(topic, b"handed-over")]).status.code == rg.Code.OK
     _, [message] = rg.receive(cluster.addresses[0], topic, group, invisible_ms=60_000)
-    leader_id = cluster.leader()[0]
-    target = next(i for i in range(1, 4) if i != leader_id)
-    cluster.cli("cluster", "transfer-leader", "--endpoint", cluster.addresses[0], "--to", str(target))
-    deadline = time.monotonic() + 15
-    while cluster.leader()[0] != target and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert cluster.leader()[0] == target
+    leader_id, target = cluster.transfer_leader()
     handle = (message.system_properties.message_id, message.system_properties.receipt_handle)
     response = rg.ack(cluster.addresses[leader_id - 1], topic, group, [handle])
     assert response.status.code == rg.Code.OK, response
