@@ -94,7 +94,7 @@ import json, sys
 nodes = json.load(sys.stdin)["nodes"]
 leaders = [n for n in nodes if n.get("role") == "leader"]
 sys.exit(0 if len(nodes) == 3 and len(leaders) == 1 and len({n.get("applied") for n in nodes}) == 1 else 1)
-'; do
+' 2>/dev/null; do
   for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "rust-client: a raftmq node exited during startup" >&2; exit 1; }
   done
