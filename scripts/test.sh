@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: Rust unit, property, crash-simulation, openraft
-# conformance and multi-process fault tests, then the official RocketMQ Python client suite.
+# conformance and multi-process fault tests, then the official RocketMQ Python client suite, then the
+# official RocketMQ Rust client (crate rocketmq 5.0.0, clients/rust-check) round trip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,6 @@ cargo build --locked
 cargo test --locked --workspace
 
 RAFTMQ_BIN="$PWD/target/debug/raftmq" .venv/bin/pytest tests/python -q
+
+# A separate crate with its own lock file and target dir (it brings tonic 0.9): see clients/rust-check.
+RAFTMQ_BIN="$PWD/target/debug/raftmq" scripts/rust-client.sh

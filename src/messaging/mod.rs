@@ -3,6 +3,7 @@
 //! heartbeat and telemetry are answered by any node.
 pub mod ack;
 pub mod convert;
+pub mod deadline;
 pub mod filter;
 pub mod forward;
 pub mod group;
@@ -116,13 +117,14 @@ impl MessagingService for MessagingServiceImpl {
     type ReceiveMessageStream = BoxedStream<ReceiveMessageResponse>;
 
     async fn receive_message(&self, request: Request<ReceiveMessageRequest>) -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, _, mut message) = request.into_parts();
         match client_id(&metadata) {
             // A forwarded receive's client talks to the forwarding node, which recorded it.
             Ok(_) if metadata.contains_key(forward::FORWARDED_HEADER) => {}
             Ok(client) => self.broker.members.seen(message.group.as_ref().map_or("", |g| g.name.as_str()), &client, 0),
             Err(e) => return Ok(Response::new(frames_stream(receive::error_frames(e)))),
         }
+        deadline::fit_long_poll(&mut message.long_polling_timeout, &metadata);
         // A retried pop at worst leaves the first try's messages in flight until their invisible
         // time passes: they are handed out again then, never lost.
         let call = Call { broker: &self.broker, metadata: &metadata, timeout: LONG_POLL_FORWARD_TIMEOUT, idempotent: true };
@@ -155,11 +157,12 @@ impl MessagingService for MessagingServiceImpl {
     type PullMessageStream = BoxedStream<PullMessageResponse>;
 
     async fn pull_message(&self, request: Request<PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, GrpcStatus> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, _, mut message) = request.into_parts();
         let error_frames = |e: ApiError| vec![PullMessageResponse { content: Some(pull_message_response::Content::Status(e.status())) }];
         if let Err(e) = client_id(&metadata) {
             return Ok(Response::new(frames_stream(error_frames(e))));
         }
+        deadline::fit_long_poll(&mut message.long_polling_timeout, &metadata);
         let call = Call { broker: &self.broker, metadata: &metadata, timeout: LONG_POLL_FORWARD_TIMEOUT, idempotent: true };
         let local = |b: Arc<Broker>, m| async move { pull::pull_message(&b, m).await.map_err(Into::into) };
         let remote = |mut client: crate::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>, request| async move {
