@@ -1,20 +1,23 @@
 //! Checkers over a history and the state read back after the final heal.
 //!
-//! - lost: acknowledged but never read, split by when the send ran: before the first fault,
-//!   within a fault window, or after (between windows or after the final heal);
-//! - unexpected: read but never sent;
-//! - duplicates: one value at more than one (queue, offset);
-//! - offsets: one value per (queue, offset) across every reader and node; a value read at the
+//! - lost: acknowledged but not in the log read back after the heal, or (when the history has a
+//!   consumer group) in the log but never delivered to the group; split by when the send ran:
+//!   before the first fault, within a fault window, or after (between windows or after the heal);
+//! - unexpected: read or delivered but never sent;
+//! - duplicates: one value at more than one (queue, offset) (redelivery of one message is not a
+//!   duplicate: the group's consumption is at least once, so redeliveries are only counted);
+//! - offsets: one value per (queue, offset) across deliveries and every node; a value read at the
 //!   offset it was acknowledged with; dense offsets per queue;
 //! - order: in each queue, a send acknowledged before another was invoked has the lower offset;
 //! - divergence: each node's own messages and commitlog digests agree with the others;
-//! - ack safety: a value whose ack returned OK is not delivered again afterwards;
+//! - ack safety: a value whose ack returned OK is never delivered again by a receive invoked after
+//!   that OK (a receive that was already running may race the ack and still get it);
 //! - unavailability: the longest time without an acknowledged send.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::history::{F, FinalState, Op, Read, Type};
+use crate::history::{Delivery, F, FinalState, Op, Read, Type};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,6 +25,36 @@ pub enum Phase {
     Before,
     Within,
     After,
+}
+
+/// How an acknowledged send was lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Not in the log read back after the final heal.
+    NotInLog,
+    /// In the log, but no receive of the group ever handed it out.
+    NeverDelivered,
+}
+
+/// The consumer group's figures (information, except what feeds lost and ack safety).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Consumption {
+    pub receives: usize,
+    /// Messages handed out, counting every redelivery.
+    pub deliveries: usize,
+    /// Distinct values handed out.
+    pub delivered: usize,
+    /// Deliveries of a value beyond its first (allowed: at least once).
+    pub redeliveries: usize,
+    /// Of those, deliveries by a receive invoked before an OK ack of the value completed.
+    pub raced_acks: usize,
+    pub acks: usize,
+    pub acks_ok: usize,
+    pub acks_failed: usize,
+    pub acks_indeterminate: usize,
+    /// Distinct values with an OK ack.
+    pub acked: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -43,10 +76,14 @@ pub struct Analysis {
     pub indeterminate_read: usize,
     /// Distinct values read back.
     pub read: usize,
-    pub lost: Vec<(String, Phase)>,
+    pub lost: Vec<(String, Phase, Loss)>,
     pub lost_before: usize,
     pub lost_within: usize,
     pub lost_after: usize,
+    /// Of the lost: in the log but never delivered to the consumer group.
+    pub lost_undelivered: usize,
+    /// None: the history has no consumer group (no receives).
+    pub consumption: Option<Consumption>,
     pub unexpected: Vec<String>,
     pub duplicates: Vec<String>,
     pub offset_errors: Vec<String>,
@@ -121,12 +158,12 @@ pub fn check(history: &[Op], fin: &FinalState) -> Analysis {
         }
     }
 
-    // Every observation of (queue, offset, value): live reads, final reads, each node's own data.
+    // Every observation of (queue, offset, value): deliveries, final reads, each node's own data.
     let mut observations: Vec<(&Read, String)> = Vec::new();
-    let live: Vec<(Read, String)> = history
+    let receipts = receipts(history);
+    let live: Vec<(Read, String)> = receipts
         .iter()
-        .filter(|o| o.f == F::Read && o.typ == Type::Ok)
-        .filter_map(|o| Some((Read { queue: o.queue?, offset: o.offset?, value: o.value.clone()? }, format!("reader {}", o.process))))
+        .map(|r| (Read { queue: r.delivery.queue, offset: r.delivery.offset, value: r.delivery.value.clone() }, format!("consumer {}", r.process)))
         .collect();
     for (r, who) in &live {
         observations.push((r, who.clone()));
@@ -178,13 +215,22 @@ pub fn check(history: &[Op], fin: &FinalState) -> Analysis {
 
     // Lost and acknowledged-offset mismatches. "Read back" means by the final reads or a node.
     let final_values: HashSet<&str> = fin.reads.iter().flat_map(|(_, r)| r.iter().map(|r| r.value.as_str())).collect();
-    let mut lost: Vec<(u64, String, Phase)> = Vec::new();
+    let has_group = history.iter().any(|o| o.f == F::Receive);
+    let delivered: HashSet<&str> = receipts.iter().map(|r| r.delivery.value.as_str()).collect();
+    let mut lost: Vec<(u64, String, Phase, Loss)> = Vec::new();
     for (v, s) in &sends {
         let Some((t, done, offset)) = s.complete else { continue };
         match t {
             Type::Ok => {
-                if !final_values.contains(v) {
-                    lost.push((s.invoke, v.to_string(), phase_of(&a.faults, s.invoke, done)));
+                let loss = if !final_values.contains(v) {
+                    Some(Loss::NotInLog)
+                } else if has_group && !delivered.contains(v) {
+                    Some(Loss::NeverDelivered)
+                } else {
+                    None
+                };
+                if let Some(loss) = loss {
+                    lost.push((s.invoke, v.to_string(), phase_of(&a.faults, s.invoke, done), loss));
                 }
                 if let (Some(offset), Some(slots)) = (offset, by_value.get(v)) {
                     if !slots.iter().any(|(_, o)| *o == offset) {
@@ -201,13 +247,14 @@ pub fn check(history: &[Op], fin: &FinalState) -> Analysis {
         }
     }
     lost.sort();
-    for (_, v, p) in lost {
+    for (_, v, p, loss) in lost {
         match p {
             Phase::Before => a.lost_before += 1,
             Phase::Within => a.lost_within += 1,
             Phase::After => a.lost_after += 1,
         }
-        a.lost.push((v, p));
+        a.lost_undelivered += (loss == Loss::NeverDelivered) as usize;
+        a.lost.push((v, p, loss));
     }
     // A failed send that was read is also unexpected: the client was told it was not written.
     for (v, s) in &sends {
@@ -246,27 +293,10 @@ pub fn check(history: &[Op], fin: &FinalState) -> Analysis {
 
     a.divergence = divergence(fin);
 
-    // Ack safety.
-    let acks: Vec<&Op> = history.iter().filter(|o| o.f == F::Ack).collect();
-    if !acks.is_empty() {
-        let mut acked_at: HashMap<&str, u64> = HashMap::new();
-        for op in acks.iter().filter(|o| o.typ == Type::Ok) {
-            if let Some(v) = op.value.as_deref() {
-                let t = acked_at.entry(v).or_insert(op.time);
-                *t = (*t).min(op.time);
-            }
-        }
-        let mut errors = Vec::new();
-        for op in history.iter().filter(|o| o.f == F::Read && o.typ == Type::Ok) {
-            if let Some(v) = op.value.as_deref() {
-                if let Some(&t) = acked_at.get(v) {
-                    if op.time > t {
-                        errors.push(format!("{v:?} was acknowledged at t={t}us and delivered again at t={}us to reader {}", op.time, op.process));
-                    }
-                }
-            }
-        }
-        a.ack_safety = Some(errors);
+    if has_group {
+        let (consumption, violations) = ack_safety(history, &receipts);
+        a.consumption = Some(consumption);
+        a.ack_safety = Some(violations);
     }
 
     // Unavailability: gaps between acknowledgements, from the first invoke to the last send event.
@@ -301,6 +331,89 @@ pub fn check(history: &[Op], fin: &FinalState) -> Analysis {
         && a.divergence.is_empty()
         && a.ack_safety.as_ref().is_none_or(|e| e.is_empty());
     a
+}
+
+/// One delivery with the receive that brought it: who, when it was invoked and completed, via
+/// which node.
+struct Receipt<'a> {
+    process: u32,
+    invoked: u64,
+    completed: u64,
+    node: &'a str,
+    delivery: &'a Delivery,
+}
+
+/// Every delivery, paired with its receive's invoke (a process runs one operation at a time, so a
+/// completion belongs to the process's latest invoke). Deliveries of an indeterminate or failed
+/// receive count too: they were handed out.
+fn receipts(history: &[Op]) -> Vec<Receipt<'_>> {
+    let mut invoked: HashMap<u32, u64> = HashMap::new();
+    let mut out = Vec::new();
+    for op in history.iter().filter(|o| o.f == F::Receive) {
+        if op.typ == Type::Invoke {
+            invoked.insert(op.process, op.time);
+            continue;
+        }
+        let start = invoked.remove(&op.process).unwrap_or(0);
+        for d in op.deliveries.iter().flatten() {
+            out.push(Receipt { process: op.process, invoked: start, completed: op.time, node: op.node.as_deref().unwrap_or("?"), delivery: d });
+        }
+    }
+    out
+}
+
+/// The group's figures, and every delivery by a receive invoked after an OK ack of its value.
+fn ack_safety(history: &[Op], receipts: &[Receipt]) -> (Consumption, Vec<String>) {
+    let mut c = Consumption { receives: history.iter().filter(|o| o.f == F::Receive && o.typ == Type::Invoke).count(), ..Default::default() };
+    // The earliest OK ack of each value.
+    let mut acked: HashMap<&str, &Op> = HashMap::new();
+    for op in history.iter().filter(|o| o.f == F::Ack) {
+        match op.typ {
+            Type::Invoke => c.acks += 1,
+            Type::Ok => {
+                c.acks_ok += 1;
+                if let Some(v) = op.value.as_deref() {
+                    let first = acked.entry(v).or_insert(op);
+                    if op.time < first.time {
+                        *first = op;
+                    }
+                }
+            }
+            Type::Fail => c.acks_failed += 1,
+            Type::Info => c.acks_indeterminate += 1,
+        }
+    }
+    c.acked = acked.len();
+    c.deliveries = receipts.len();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut violations = Vec::new();
+    for r in receipts {
+        let v = r.delivery.value.as_str();
+        if !seen.insert(v) {
+            c.redeliveries += 1;
+        }
+        let Some(ack) = acked.get(v) else { continue };
+        if r.invoked > ack.time {
+            violations.push(format!(
+                "{v:?} (queue {} offset {}) was acked OK at t={}us by consumer {} via {} (attempt {}), then delivered again (attempt {}) to consumer {} via {} by a receive invoked at t={}us, completed at t={}us",
+                r.delivery.queue,
+                r.delivery.offset,
+                ack.time,
+                ack.process,
+                ack.node.as_deref().unwrap_or("?"),
+                ack.attempt.map_or("?".into(), |a| a.to_string()),
+                r.delivery.attempt,
+                r.process,
+                r.node,
+                r.invoked,
+                r.completed
+            ));
+        } else if r.completed > ack.time {
+            c.raced_acks += 1;
+        }
+    }
+    c.delivered = seen.len();
+    (c, violations)
 }
 
 fn phase_of(faults: &[Window], invoke: u64, done: u64) -> Phase {
@@ -428,7 +541,7 @@ mod tests {
         assert!(!a.valid);
         assert_eq!(a.lost.len(), 2, "{:?}", a.lost);
         assert_eq!((a.lost_before, a.lost_within, a.lost_after), (1, 1, 0));
-        assert!(a.lost.contains(&("c".into(), Phase::Within)));
+        assert!(a.lost.contains(&("c".into(), Phase::Within, Loss::NotInLog)));
     }
 
     #[test]
@@ -474,7 +587,8 @@ mod tests {
         let (h, reads) = good();
         // A live reader saw another value at queue 0 offset 1 (where the final read has c).
         let mut h2 = h.clone();
-        h2.push(Op::new(7, Type::Ok, F::Read, 100).value("b").at(0, 1));
+        // A consumer was handed another value at queue 0 offset 1 (where the final read has c).
+        h2.extend(receive(1000, 90, 100, &[("a", 0, 0, 1), ("b", 1, 0, 1), ("b", 0, 1, 1), ("c", 0, 1, 1)]));
         let a = check(&h2, &fin(reads.clone()));
         assert!(!a.valid);
         assert!(a.offset_errors.iter().any(|e| e.contains("queue 0 offset 1 holds 2 values")), "{:?}", a.offset_errors);
@@ -513,18 +627,81 @@ mod tests {
         assert!(!check(&h, &f).valid);
     }
 
-    #[test]
-    fn a_redelivery_after_an_ok_ack_is_reported() {
+    /// A receive by consumer `p` handing out (value, queue, offset, attempt).
+    fn receive(p: u32, invoke: u64, done: u64, got: &[(&str, u32, u64, u32)]) -> Vec<Op> {
+        let deliveries = got.iter().map(|&(v, q, o, attempt)| Delivery { value: v.into(), queue: q, offset: o, attempt }).collect();
+        vec![Op::new(p, Type::Invoke, F::Receive, invoke).node("n1"), Op::new(p, Type::Ok, F::Receive, done).node("n1").delivered(deliveries)]
+    }
+    /// Consumer `p` acks the delivery of `v` at (queue, offset) and attempt; it completes with `t`.
+    fn ack(p: u32, (v, q, o, attempt): (&str, u32, u64, u32), invoke: u64, done: u64, t: Type) -> Vec<Op> {
+        let d = Delivery { value: v.into(), queue: q, offset: o, attempt };
+        vec![Op::new(p, Type::Invoke, F::Ack, invoke).acking(&d), Op::new(p, t, F::Ack, done).acking(&d)]
+    }
+    const A1: (&str, u32, u64, u32) = ("a", 0, 0, 1);
+    const A2: (&str, u32, u64, u32) = ("a", 0, 0, 2);
+    /// The good history consumed: consumer 1000 gets a, b and c once and acks them.
+    fn consumed() -> (Vec<Op>, Vec<Read>) {
         let (mut h, reads) = good();
-        h.push(Op::new(5, Type::Ok, F::Read, 100).value("a").at(0, 0));
-        h.push(Op::new(5, Type::Ok, F::Ack, 110).value("a"));
-        let a = check(&h, &fin(reads.clone()));
-        assert_eq!(a.ack_safety.as_ref().map(Vec::len), Some(0));
+        h.extend(receive(1000, 3_000_400, 3_000_500, &[A1, ("b", 1, 0, 1), ("c", 0, 1, 1)]));
+        h.extend(ack(1000, A1, 3_000_600, 3_000_700, Type::Ok));
+        h.extend(ack(1000, ("b", 1, 0, 1), 3_000_600, 3_000_700, Type::Ok));
+        h.extend(ack(1000, ("c", 0, 1, 1), 3_000_600, 3_000_700, Type::Ok));
+        (h, reads)
+    }
+
+    #[test]
+    fn a_consumed_history_is_valid_and_counted() {
+        let (h, reads) = consumed();
+        let a = check(&h, &fin(reads));
         assert!(a.valid, "{a:#?}");
-        h.push(Op::new(6, Type::Ok, F::Read, 200).value("a").at(0, 0));
+        assert_eq!(a.ack_safety.as_ref().map(Vec::len), Some(0));
+        let c = a.consumption.unwrap();
+        assert_eq!((c.receives, c.deliveries, c.delivered, c.redeliveries, c.acks_ok, c.acked), (1, 3, 3, 0, 3, 3));
+    }
+
+    #[test]
+    fn a_delivery_after_an_ok_ack_is_an_ack_safety_violation() {
+        let (mut h, reads) = consumed();
+        // a's ack returned OK at 3_000_700; another consumer's receive, invoked later, gets it again.
+        h.extend(receive(1001, 3_000_800, 3_000_900, &[A2]));
         let a = check(&h, &fin(reads));
         assert!(!a.valid);
-        assert_eq!(a.ack_safety.unwrap().len(), 1);
+        let v = a.ack_safety.unwrap();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("\"a\"") && v[0].contains("t=3000700us") && v[0].contains("consumer 1001"), "{v:?}");
+    }
+
+    #[test]
+    fn redeliveries_of_unacked_or_racing_messages_are_allowed() {
+        let (mut h, reads) = good();
+        // a is handed to 1000 and not acked (a crash); after its invisible time 1001 gets it again
+        // and acks it. 1000's late ack of the first delivery is refused (superseded handle).
+        h.extend(receive(1000, 3_000_400, 3_000_500, &[A1, ("b", 1, 0, 1), ("c", 0, 1, 1)]));
+        h.extend(ack(1000, ("b", 1, 0, 1), 3_000_600, 3_000_700, Type::Ok));
+        h.extend(ack(1000, ("c", 0, 1, 1), 3_000_600, 3_000_700, Type::Ok));
+        h.extend(receive(1001, 13_000_000, 13_000_100, &[A2]));
+        h.extend(ack(1000, A1, 13_000_050, 13_000_150, Type::Fail));
+        // A third delivery by a receive already running when 1001's ack returned OK: a race.
+        h.extend(receive(1002, 13_000_120, 13_000_300, &[("a", 0, 0, 3)]));
+        h.extend(ack(1001, A2, 13_000_150, 13_000_200, Type::Ok));
+        h.extend(ack(1002, ("a", 0, 0, 3), 13_000_400, 13_000_500, Type::Fail));
+        let a = check(&h, &fin(reads));
+        assert!(a.valid, "{a:#?}");
+        let c = a.consumption.unwrap();
+        assert_eq!((c.deliveries, c.delivered, c.redeliveries, c.raced_acks), (5, 3, 2, 1));
+        assert_eq!((c.acks_ok, c.acks_failed, c.acked), (3, 2, 3));
+    }
+
+    #[test]
+    fn an_acknowledged_send_never_delivered_to_the_group_is_lost() {
+        let (mut h, reads) = good();
+        // c is in every node's log, but the group only ever got a and b.
+        h.extend(receive(1000, 3_000_400, 3_000_500, &[A1, ("b", 1, 0, 1)]));
+        h.extend(ack(1000, A1, 3_000_600, 3_000_700, Type::Ok));
+        let a = check(&h, &fin(reads));
+        assert!(!a.valid);
+        assert_eq!(a.lost, vec![("c".to_string(), Phase::Within, Loss::NeverDelivered)]);
+        assert_eq!(a.lost_undelivered, 1);
     }
 
     #[test]

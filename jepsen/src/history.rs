@@ -1,8 +1,10 @@
 //! The history of a run: every operation's invocation and completion with timestamps, in the
 //! Jepsen sense. A send is invoked and then completes `ok` (acknowledged), `fail` (definitely not
 //! written) or `info` (indeterminate: a timeout or a broken connection may or may not have
-//! written it). Reads and acks are recorded as they complete. Nemesis faults are an `invoke`
-//! (the fault starts) followed by an `ok` (it is healed).
+//! written it). A consumer's receive is an invoke and one completion listing what it was handed
+//! (so a delivery is known to have been asked for after everything that completed before the
+//! invoke); each ack of one value is an invoke and a completion. A process runs one operation at a
+//! time. Nemesis faults are an `invoke` (the fault starts) followed by an `ok` (it is healed).
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -22,9 +24,10 @@ pub enum Type {
 pub enum F {
     /// A synchronous single-message send; `value` is the unique body.
     Send,
-    /// One message delivered to a reader; `value`, `queue`, `offset` say what and where.
-    Read,
-    /// A consumer acknowledged `value` (ok = the broker answered OK).
+    /// A ReceiveMessage of the consumer group: the completion lists `deliveries`.
+    Receive,
+    /// A consumer acknowledges the delivery of `value` (at `queue`/`offset`, `attempt`); ok = the
+    /// broker answered OK for that entry, fail = it refused the receipt handle.
     Ack,
     /// A fault: invoke = injected, ok = healed; `value` describes it.
     Nemesis,
@@ -52,11 +55,17 @@ pub struct Op {
     pub node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// An ack: the delivery attempt it acknowledges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// A receive's completion: what it was handed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<Delivery>>,
 }
 
 impl Op {
     pub fn new(process: u32, typ: Type, f: F, time: u64) -> Op {
-        Op { process, typ, f, time, value: None, queue: None, offset: None, node: None, error: None }
+        Op { process, typ, f, time, value: None, queue: None, offset: None, node: None, error: None, attempt: None, deliveries: None }
     }
     pub fn value(mut self, v: impl Into<String>) -> Op {
         self.value = Some(v.into());
@@ -79,6 +88,26 @@ impl Op {
         self.error = Some(e.into());
         self
     }
+    /// An ack of `d`: its value, place and attempt.
+    pub fn acking(self, d: &Delivery) -> Op {
+        let mut op = self.value(&d.value).at(d.queue, d.offset);
+        op.attempt = Some(d.attempt);
+        op
+    }
+    pub fn delivered(mut self, deliveries: Vec<Delivery>) -> Op {
+        self.deliveries = Some(deliveries);
+        self
+    }
+}
+
+/// One message a receive handed to a consumer: what, where, and the broker's delivery attempt
+/// (1 = first delivery to the group).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub value: String,
+    pub queue: u32,
+    pub offset: u64,
+    pub attempt: u32,
 }
 
 /// A message as read back: where and what.

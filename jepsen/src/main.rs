@@ -32,8 +32,21 @@ enum Command {
         /// Producers (each sends synchronously).
         #[arg(long, default_value_t = 10)]
         concurrency: usize,
-        #[arg(long, default_value_t = 2)]
-        readers: usize,
+        /// Consumer workers (one consumer group, ReceiveMessage + AckMessage).
+        #[arg(long, default_value_t = 4)]
+        consumers: usize,
+        /// Invisible duration of a receive, seconds (an unacked message comes back after it).
+        #[arg(long, default_value_t = 10)]
+        invisible: u64,
+        /// Long-poll time of a receive, seconds.
+        #[arg(long, default_value_t = 5)]
+        long_poll: u64,
+        /// Share of first deliveries left unacked, to exercise redelivery.
+        #[arg(long, default_value_t = 0.01)]
+        skip_ack: f64,
+        /// Seconds the group may take to drain after the final heal.
+        #[arg(long, default_value_t = 120)]
+        drain: u64,
         #[arg(long, default_value_t = 4)]
         queues: u32,
         /// The nodes as id=service=endpoint, comma-separated.
@@ -90,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
             let title = format!("raftmq-jepsen re-check of {}", dir.display());
             finish(&dir, &title, &history, &fin)?
         }
-        Command::Run { time, nemesis, rate, concurrency, readers, queues, nodes, compose, quiet, hold, timeout_ms, out } => {
+        Command::Run { time, nemesis, rate, concurrency, consumers, invisible, long_poll, skip_ack, drain, queues, nodes, compose, quiet, hold, timeout_ms, out } => {
             let nemeses: Vec<String> = nemesis.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect();
             for n in &nemeses {
                 if !NEMESES.contains(&n.as_str()) {
@@ -116,7 +129,11 @@ async fn main() -> anyhow::Result<()> {
                 nemeses,
                 rate,
                 concurrency: concurrency.max(1),
-                readers,
+                consumers,
+                invisible: Duration::from_secs(invisible.max(1)),
+                long_poll: Duration::from_secs(long_poll),
+                skip_ack: skip_ack.clamp(0.0, 1.0),
+                drain_timeout: Duration::from_secs(drain),
                 queues,
                 nodes,
                 compose: compose.unwrap_or_else(default_compose),

@@ -32,11 +32,12 @@ pub fn summary(a: &Analysis, title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "lost: {} (before faults {}, within {}, after {})  unexpected: {}  duplicates: {}",
+        "lost: {} (before faults {}, within {}, after {}; never delivered to the group {})  unexpected: {}  duplicates in the log: {}",
         a.lost.len(),
         a.lost_before,
         a.lost_within,
         a.lost_after,
+        a.lost_undelivered,
         a.unexpected.len(),
         a.duplicates.len()
     );
@@ -47,11 +48,18 @@ pub fn summary(a: &Analysis, title: &str) -> String {
         a.order_errors.len(),
         a.divergence.len(),
         match &a.ack_safety {
-            None => "not applicable (no acks in this workload)".to_string(),
+            None => "not applicable (no consumer group in this history)".to_string(),
             Some(e) => format!("{} violations", e.len()),
         }
     );
     let _ = writeln!(s, "distinct values read: {}", a.read);
+    if let Some(c) = &a.consumption {
+        let _ = writeln!(
+            s,
+            "group: receives: {}  deliveries: {} of {} values  redeliveries: {} ({} raced an OK ack)  acks: {} (ok {}, failed {}, indeterminate {})  acked values: {}",
+            c.receives, c.deliveries, c.delivered, c.redeliveries, c.raced_acks, c.acks, c.acks_ok, c.acks_failed, c.acks_indeterminate, c.acked
+        );
+    }
     let _ = writeln!(
         s,
         "faults: {}  longest unavailability: {} (from t={})  windows >= 1s without an ack: {}",
@@ -63,7 +71,7 @@ pub fn summary(a: &Analysis, title: &str) -> String {
     for w in &a.faults {
         let _ = writeln!(s, "  fault {} .. {}  {}", secs(w.start), secs(w.end), w.what);
     }
-    let lost: Vec<String> = a.lost.iter().map(|(v, p)| format!("{v} ({p:?})")).collect();
+    let lost: Vec<String> = a.lost.iter().map(|(v, p, loss)| format!("{v} ({p:?}, {loss:?})")).collect();
     list(&mut s, "LOST", &lost);
     list(&mut s, "UNEXPECTED", &a.unexpected);
     list(&mut s, "DUPLICATES", &a.duplicates);

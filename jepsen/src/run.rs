@@ -1,6 +1,8 @@
 //! One test: a fresh topic, producers sending unique values synchronously at a target rate,
-//! readers pulling every queue from offset 0, a nemesis generator with quiet periods, then a
-//! final heal, a wait for the group to converge, the final reads, the checkers and the report.
+//! consumers of one consumer group receiving and acking (see `consume`), a nemesis generator with
+//! quiet periods, then a final heal, a wait for the group to converge, the drain of the consumer
+//! group, the final reads of every node, the checkers and the report.
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use raftmq::cli::client;
 use raftmq::v2::{MessageQueue, PullMessageRequest, Resource, SendMessageRequest, pull_message_response};
 use tonic::transport::Channel;
 
+use crate::consume;
 use crate::history::{Digest, F, FinalState, NEMESIS, NodeState, Op, Read, Type};
 use crate::nemesis::{Docker, NodeRef};
 
@@ -23,7 +26,16 @@ pub struct Config {
     pub nemeses: Vec<String>,
     pub rate: f64,
     pub concurrency: usize,
-    pub readers: usize,
+    /// Consumer workers, all in one consumer group.
+    pub consumers: usize,
+    /// The invisible duration a receive asks for (an unacked message comes back after it).
+    pub invisible: Duration,
+    /// How long a receive waits for a message.
+    pub long_poll: Duration,
+    /// The share of first deliveries a consumer leaves unacked (a consumer crash).
+    pub skip_ack: f64,
+    /// How long the drain after the final heal may take.
+    pub drain_timeout: Duration,
     pub queues: u32,
     pub nodes: Vec<NodeRef>,
     pub compose: String,
@@ -53,13 +65,49 @@ impl Recorder {
     }
 }
 
-async fn connect(addr: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(addr: &str) -> anyhow::Result<Channel> {
     let (_, channel) = tokio::time::timeout(Duration::from_secs(3), client::connect(addr)).await.context("connect timed out")??;
     Ok(channel)
 }
 
-fn queue(topic: &str, id: u32) -> MessageQueue {
-    MessageQueue { topic: Some(Resource { resource_namespace: String::new(), name: topic.into() }), id: id as i32, ..Default::default() }
+pub(crate) fn resource(name: &str) -> Resource {
+    Resource { resource_namespace: String::new(), name: name.into() }
+}
+
+/// A queue of the topic; -1 = any queue (receives).
+pub(crate) fn queue(topic: &str, id: i32) -> MessageQueue {
+    MessageQueue { topic: Some(resource(topic)), id, ..Default::default() }
+}
+
+/// A worker's connection: one node at a time, starting at `process % nodes`, moving to the next
+/// node after an error (a dead or cut-off node must not stall the worker).
+pub(crate) struct Conn {
+    endpoints: Vec<String>,
+    node: usize,
+    channel: Option<Channel>,
+}
+
+impl Conn {
+    pub(crate) fn new(cfg: &Config, process: u32) -> Conn {
+        let endpoints: Vec<String> = cfg.nodes.iter().map(|n| n.endpoint.clone()).collect();
+        Conn { node: process as usize % endpoints.len(), endpoints, channel: None }
+    }
+    pub(crate) fn addr(&self) -> String {
+        self.endpoints[self.node].clone()
+    }
+    pub(crate) async fn channel(&mut self) -> anyhow::Result<Channel> {
+        if let Some(c) = &self.channel {
+            return Ok(c.clone());
+        }
+        let c = connect(&self.endpoints[self.node]).await?;
+        self.channel = Some(c.clone());
+        Ok(c)
+    }
+    /// Drops the connection and moves on to the next node.
+    pub(crate) fn next(&mut self) {
+        self.channel = None;
+        self.node = (self.node + 1) % self.endpoints.len();
+    }
 }
 
 /// How one send ended.
@@ -97,9 +145,7 @@ async fn send_one(channel: Channel, topic: &str, value: &str, timeout: Duration)
 }
 
 async fn producer(process: u32, cfg: Arc<Config>, topic: Arc<String>, rec: Recorder, stop: Arc<AtomicBool>) {
-    let endpoints: Vec<String> = cfg.nodes.iter().map(|n| n.endpoint.clone()).collect();
-    let mut node = process as usize % endpoints.len();
-    let mut channel: Option<Channel> = None;
+    let mut conn = Conn::new(&cfg, process);
     let interval = Duration::from_secs_f64(cfg.concurrency as f64 / cfg.rate.max(0.001));
     let mut next = Instant::now() + interval.mul_f64(rand::rng().random::<f64>());
     let mut seq = 0u64;
@@ -108,22 +154,16 @@ async fn producer(process: u32, cfg: Arc<Config>, topic: Arc<String>, rec: Recor
         next = (next + interval).max(Instant::now());
         let value = format!("p{process}-{seq}");
         seq += 1;
-        let addr = endpoints[node].clone();
+        let addr = conn.addr();
         rec.record(Op::new(process, Type::Invoke, F::Send, rec.now()).value(&value).node(&addr));
-        let ch = match channel.clone() {
-            Some(c) => c,
-            None => match connect(&addr).await {
-                Ok(c) => {
-                    channel = Some(c.clone());
-                    c
-                }
-                Err(e) => {
-                    // Nothing was sent: a definite failure.
-                    rec.record(Op::new(process, Type::Fail, F::Send, rec.now()).value(&value).node(&addr).error(format!("connect: {e}")));
-                    node = (node + 1) % endpoints.len();
-                    continue;
-                }
-            },
+        let ch = match conn.channel().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing was sent: a definite failure.
+                rec.record(Op::new(process, Type::Fail, F::Send, rec.now()).value(&value).node(&addr).error(format!("connect: {e}")));
+                conn.next();
+                continue;
+            }
         };
         match send_one(ch, &topic, &value, cfg.op_timeout).await {
             Outcome::Ok(offset) => rec.record(Op::new(process, Type::Ok, F::Send, rec.now()).value(&value).offset(offset).node(&addr)),
@@ -133,8 +173,7 @@ async fn producer(process: u32, cfg: Arc<Config>, topic: Arc<String>, rec: Recor
             }
             Outcome::Info(e) => {
                 rec.record(Op::new(process, Type::Info, F::Send, rec.now()).value(&value).node(&addr).error(e));
-                channel = None;
-                node = (node + 1) % endpoints.len();
+                conn.next();
             }
         }
     }
@@ -142,7 +181,7 @@ async fn producer(process: u32, cfg: Arc<Config>, topic: Arc<String>, rec: Recor
 
 /// Pulls up to `batch` messages of one queue from `from`; returns them and the next offset.
 async fn pull(channel: Channel, topic: &str, q: u32, from: u64, timeout: Duration) -> anyhow::Result<(Vec<Read>, u64)> {
-    let request = PullMessageRequest { message_queue: Some(queue(topic, q)), offset: from as i64, batch_size: 256, ..Default::default() };
+    let request = PullMessageRequest { message_queue: Some(queue(topic, q as i32)), offset: from as i64, batch_size: 256, ..Default::default() };
     let mut request = client::request("raftmq-jepsen", request);
     request.set_timeout(timeout);
     let work = async {
@@ -168,49 +207,6 @@ async fn pull(channel: Channel, topic: &str, q: u32, from: u64, timeout: Duratio
         Ok((out, next))
     };
     tokio::time::timeout(timeout + Duration::from_millis(500), work).await.context("pull timed out")?
-}
-
-async fn reader(process: u32, cfg: Arc<Config>, topic: Arc<String>, rec: Recorder, stop: Arc<AtomicBool>) {
-    let endpoints: Vec<String> = cfg.nodes.iter().map(|n| n.endpoint.clone()).collect();
-    let mut node = process as usize % endpoints.len();
-    let mut next = vec![0u64; cfg.queues as usize];
-    let mut channel: Option<Channel> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let mut got = 0;
-        for q in 0..cfg.queues {
-            let ch = match channel.clone() {
-                Some(c) => c,
-                None => match connect(&endpoints[node]).await {
-                    Ok(c) => {
-                        channel = Some(c.clone());
-                        c
-                    }
-                    Err(_) => {
-                        node = (node + 1) % endpoints.len();
-                        break;
-                    }
-                },
-            };
-            match pull(ch, &topic, q, next[q as usize], cfg.op_timeout).await {
-                Ok((reads, n)) => {
-                    let t = rec.now();
-                    got += reads.len();
-                    for r in reads {
-                        rec.record(Op::new(process, Type::Ok, F::Read, t).value(r.value).at(r.queue, r.offset).node(&endpoints[node]));
-                    }
-                    next[q as usize] = n;
-                }
-                Err(_) => {
-                    channel = None;
-                    node = (node + 1) % endpoints.len();
-                    break;
-                }
-            }
-        }
-        if got == 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 }
 
 async fn status_via(addr: &str) -> anyhow::Result<Vec<NodeStatus>> {
@@ -258,7 +254,7 @@ pub async fn wait_converged(nodes: &[NodeRef], timeout: Duration) -> anyhow::Res
     bail!("the group did not converge within {timeout:?}; last seen (id, role, applied, committed): {last}")
 }
 
-async fn read_all_via(addr: &str, topic: &str, queues: u32) -> anyhow::Result<Vec<Read>> {
+pub(crate) async fn read_all_via(addr: &str, topic: &str, queues: u32) -> anyhow::Result<Vec<Read>> {
     let mut out = Vec::new();
     for q in 0..queues {
         let mut from = 0;
@@ -396,6 +392,8 @@ pub async fn run(cfg: Config, log: impl Fn(String) + Send + Sync + 'static) -> a
     log(format!("cluster healthy (waited {:.1}s)", waited.as_secs_f64()));
 
     let topic = Arc::new(format!("jepsen-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()));
+    // A fresh group too (created by its first receive; a new group starts at the queue's start).
+    let group = Arc::new(format!("{topic}-group"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let result: anyhow::Result<()> = async {
@@ -417,7 +415,7 @@ pub async fn run(cfg: Config, log: impl Fn(String) + Send + Sync + 'static) -> a
     }
     // Every node must know the topic before the clock starts.
     wait_converged(&cfg.nodes, cfg.recover_timeout).await?;
-    log(format!("topic {topic} with {} queues; {}s at {} sends/s, {} producers, {} readers, nemeses {:?}", cfg.queues, cfg.time.as_secs(), cfg.rate, cfg.concurrency, cfg.readers, cfg.nemeses));
+    log(format!("topic {topic} with {} queues; {}s at {} sends/s, {} producers, {} consumers in group {group}, nemeses {:?}", cfg.queues, cfg.time.as_secs(), cfg.rate, cfg.concurrency, cfg.consumers, cfg.nemeses));
 
     let rec = Recorder { start: Instant::now(), ops: Arc::new(Mutex::new(Vec::new())) };
     let stop = Arc::new(AtomicBool::new(false));
@@ -425,8 +423,11 @@ pub async fn run(cfg: Config, log: impl Fn(String) + Send + Sync + 'static) -> a
     for p in 0..cfg.concurrency as u32 {
         tasks.push(tokio::spawn(producer(p, cfg.clone(), topic.clone(), rec.clone(), stop.clone())));
     }
-    for r in 0..cfg.readers as u32 {
-        tasks.push(tokio::spawn(reader(1000 + r, cfg.clone(), topic.clone(), rec.clone(), stop.clone())));
+    // Consumers stop on their own flag: they keep running through the final heal to drain the group.
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let mut consumers = Vec::new();
+    for c in 0..cfg.consumers as u32 {
+        consumers.push(tokio::spawn(consume::consumer(1000 + c, cfg.clone(), topic.clone(), group.clone(), rec.clone(), stop_consumers.clone())));
     }
 
     // The generator: quiet, fault, hold, heal, ... until the time is up.
@@ -465,7 +466,11 @@ pub async fn run(cfg: Config, log: impl Fn(String) + Send + Sync + 'static) -> a
     tokio::time::sleep_until(end.into()).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
-        let _ = tokio::time::timeout(cfg.op_timeout * 3, t).await;
+        let abort = t.abort_handle();
+        if tokio::time::timeout(cfg.op_timeout * 3, t).await.is_err() {
+            // A stuck producer must not send after the workload ended.
+            abort.abort();
+        }
     }
     log(format!("workload done at t={:.1}s; healing and draining", rec.now() as f64 / 1e6));
 
@@ -477,6 +482,34 @@ pub async fn run(cfg: Config, log: impl Fn(String) + Send + Sync + 'static) -> a
     match &waited {
         Ok(w) => log(format!("converged {:.1}s after the heal", w.as_secs_f64())),
         Err(e) => log(format!("WARNING: {e:#}")),
+    }
+    // The drain: the group must take everything the log holds (nothing is sent any more).
+    let mut target = None;
+    for n in &cfg.nodes {
+        match read_all_via(&n.endpoint, &topic, cfg.queues).await {
+            Ok(reads) => {
+                target = Some(reads.into_iter().map(|r| r.value).collect::<HashSet<String>>());
+                break;
+            }
+            Err(e) => log(format!("reading the topic via {} for the drain failed: {e:#}", n.endpoint)),
+        }
+    }
+    match &target {
+        Some(target) => {
+            consume::drain(&rec, &cfg, target, cfg.drain_timeout, &*log).await;
+        }
+        None => log("WARNING: no node could be read for the drain; not draining".into()),
+    }
+    // Consumers stop before the nodes are read, so that every node's log ends at the same index.
+    stop_consumers.store(true, Ordering::Relaxed);
+    for c in consumers {
+        let abort = c.abort_handle();
+        if tokio::time::timeout(cfg.long_poll + cfg.op_timeout * 3, c).await.is_err() {
+            abort.abort();
+        }
+    }
+    if let Err(e) = wait_converged(&cfg.nodes, cfg.recover_timeout).await {
+        log(format!("WARNING after the drain: {e:#}"));
     }
     let mut fin = FinalState::default();
     for n in &cfg.nodes {
