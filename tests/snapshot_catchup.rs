@@ -94,11 +94,25 @@ async fn wiped_follower_catches_up_past_the_purge_point_by_snapshot() {
     check_history(&rebased, &shifted).unwrap();
 
     // Both nodes start their queues at the first message they still hold.
+    // Retention keeps running (every 5 s): compare a read with the offsets listed around it, and
+    // look again if a segment went away in between.
     for id in [leader, wiped] {
-        let first_read = cluster.read_local(id, TOPIC, QUEUES).await;
-        let (_, channel) = raftmq::cli::client::connect(&cluster.node(id).client_addr).await.unwrap();
-        let topics = raftmq::cli::client::admin(channel).list_topics(raftmq::admin_pb::ListTopicsRequest {}).await.unwrap().into_inner();
-        for q in &topics.topics.iter().find(|t| t.name == TOPIC).unwrap().queue_offsets {
+        let list = || async {
+            let (_, channel) = raftmq::cli::client::connect(&cluster.node(id).client_addr).await.unwrap();
+            let topics = raftmq::cli::client::admin(channel).list_topics(raftmq::admin_pb::ListTopicsRequest {}).await.unwrap().into_inner();
+            topics.topics.into_iter().find(|t| t.name == TOPIC).unwrap().queue_offsets
+        };
+        let mut attempts = 0;
+        let (offsets, first_read) = loop {
+            let before = list().await;
+            let first_read = cluster.read_local(id, TOPIC, QUEUES).await;
+            if before == list().await {
+                break (before, first_read);
+            }
+            attempts += 1;
+            assert!(attempts < 10, "node {id}: retention never held still");
+        };
+        for q in &offsets {
             let lowest = first_read.iter().filter(|r| r.queue_id == q.queue_id).map(|r| r.offset).min();
             assert_eq!(Some(q.min_offset), lowest.or(Some(q.max_offset)), "node {id} queue {} min offset", q.queue_id);
         }
