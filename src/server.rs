@@ -60,7 +60,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let admin = AdminServer::new(AdminServiceImpl { broker: broker.clone() });
-    let services = tonic::transport::Server::builder().tcp_nodelay(true).add_service(messaging).add_service(admin);
+    let services = tonic::transport::Server::builder().add_service(messaging).add_service(admin);
     let (stop, served) = spawn_serving(listener, services, "client server");
     tracing::info!(
         node = config.node_id,
@@ -84,7 +84,7 @@ pub fn spawn_serving(
     what: &'static str,
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = raftmq_raft::network::nodelay_incoming(listener);
     let served = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;

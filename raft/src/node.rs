@@ -197,10 +197,9 @@ impl RaftNode {
         let server = RaftPeerServer::new(service)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = crate::network::nodelay_incoming(listener);
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(server)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;

@@ -86,7 +86,7 @@ pub async fn start(args: RouterArgs) -> anyhow::Result<RunningRouter> {
     let admin = AdminServer::new(admin_service::RouterAdminService { state: state.clone() });
     let router = RouterServer::new(router_service::RouterServiceImpl { state: state.clone() })
         .max_decoding_message_size(REGISTRATION_BYTES_MAX);
-    let services = tonic::transport::Server::builder().tcp_nodelay(true).add_service(messaging).add_service(admin).add_service(router);
+    let services = tonic::transport::Server::builder().add_service(messaging).add_service(admin).add_service(router);
     let (stop, served) = crate::server::spawn_serving(listener, services, "router server");
     tracing::info!("raftmq router listening on {} (node timeout {} ms)", args.listen, args.node_timeout_ms);
     Ok(RunningRouter { state, stop, served })
