@@ -66,7 +66,19 @@ pub struct QueueCursor {
 impl QueueCursor {
     /// Every offset below this one is acked (or skipped by the filter).
     pub fn acked_below(&self) -> u64 {
-        self.inflight.keys().next().copied().unwrap_or(self.pop_next).min(self.pop_next)
+        // In-flight offsets are all below pop_next.
+        self.inflight.keys().next().copied().unwrap_or(self.pop_next)
+    }
+
+    /// The in-flight delivery a receipt handle names; Ok(None) if that message is acked already
+    /// (below pop_next and no longer in flight); otherwise why the handle is not current.
+    pub fn delivery(&self, delivery: &DeliveryRef) -> Result<Option<&Inflight>, HandleRefusal> {
+        match self.inflight.get(&delivery.offset) {
+            Some(inflight) if inflight.nonce == delivery.nonce => Ok(Some(inflight)),
+            Some(_) => Err(HandleRefusal::Superseded),
+            None if delivery.offset < self.pop_next => Ok(None),
+            None => Err(HandleRefusal::NeverDelivered),
+        }
     }
 
     /// The earliest time an in-flight message becomes visible again.
@@ -215,24 +227,28 @@ impl ConsumerState {
                     return Ok(ConsumerResponse::GroupNotFound);
                 }
                 let key = (group, topic, delivery.queue_id);
-                let outcome = match self.cursors.get_mut(&key).map(|c| (c.pop_next, c.inflight.get_mut(&delivery.offset))) {
-                    Some((_, Some(inflight))) if inflight.nonce == delivery.nonce => {
-                        inflight.nonce = index;
-                        inflight.visible_at_ms = now_ms.saturating_add(invisible_ms as i64);
-                        changes.cursors.insert(key);
-                        Ok(Delivery {
-                            queue_id: delivery.queue_id,
-                            offset: delivery.offset,
-                            attempt: inflight.attempt,
-                            nonce: index,
-                            visible_at_ms: inflight.visible_at_ms,
-                            exhausted: false,
-                        })
-                    }
-                    Some((_, Some(_))) => Err(HandleRefusal::Superseded),
-                    // Acked already: there is nothing left to make invisible.
-                    Some((pop_next, None)) if delivery.offset < pop_next => Err(HandleRefusal::Superseded),
-                    _ => Err(HandleRefusal::NeverDelivered),
+                let outcome = match self.cursors.get_mut(&key) {
+                    None => Err(HandleRefusal::NeverDelivered),
+                    Some(cursor) => match cursor.delivery(&delivery) {
+                        Ok(Some(_)) => {
+                            let inflight = cursor.inflight.get_mut(&delivery.offset).expect("just found");
+                            inflight.nonce = index;
+                            inflight.visible_at_ms = now_ms.saturating_add(invisible_ms as i64);
+                            let changed = Delivery {
+                                queue_id: delivery.queue_id,
+                                offset: delivery.offset,
+                                attempt: inflight.attempt,
+                                nonce: index,
+                                visible_at_ms: inflight.visible_at_ms,
+                                exhausted: false,
+                            };
+                            changes.cursors.insert(key);
+                            Ok(changed)
+                        }
+                        // Acked already: there is nothing left to make invisible.
+                        Ok(None) => Err(HandleRefusal::Superseded),
+                        Err(why) => Err(why),
+                    },
                 };
                 ConsumerResponse::InvisibleChanged(outcome)
             }
@@ -251,17 +267,12 @@ impl ConsumerState {
     fn ack(&mut self, changes: &mut ConsumerChanges, group: &str, topic: &str, delivery: &DeliveryRef) -> Result<(), HandleRefusal> {
         let key = (group.to_string(), topic.to_string(), delivery.queue_id);
         let Some(cursor) = self.cursors.get_mut(&key) else { return Err(HandleRefusal::NeverDelivered) };
-        match cursor.inflight.get(&delivery.offset) {
-            Some(inflight) if inflight.nonce == delivery.nonce => {
-                cursor.inflight.remove(&delivery.offset);
-                changes.cursors.insert(key);
-                Ok(())
-            }
-            Some(_) => Err(HandleRefusal::Superseded),
-            // Acked before (a retried ack): it will not be handed out again, so the ack holds.
-            None if delivery.offset < cursor.pop_next => Ok(()),
-            None => Err(HandleRefusal::NeverDelivered),
+        // Ok(None): acked before (a retried ack); it will not be handed out again, so the ack holds.
+        if cursor.delivery(delivery)?.is_some() {
+            cursor.inflight.remove(&delivery.offset);
+            changes.cursors.insert(key);
         }
+        Ok(())
     }
 
     /// Hands out, queue by queue: first in-flight messages whose invisible time has passed

@@ -29,10 +29,7 @@ fn refusal(why: HandleRefusal) -> ApiError {
 fn check_scope(broker: &Broker, group: Option<&Resource>, topic: Option<&Resource>) -> Result<(String, String), ApiError> {
     let group = group_name(group)?;
     let topic = topic.map(|t| t.name.clone()).unwrap_or_default();
-    status::check_topic_name(&topic)?;
-    if broker.state().topic(&topic).is_none() {
-        return Err(ApiError::new(Code::TopicNotFound, format!("topic {topic} does not exist")));
-    }
+    crate::messaging::pull::existing_topic(broker, &topic)?;
     if broker.state().group(&group).is_none() {
         return Err(group_not_found(&group));
     }
@@ -104,12 +101,12 @@ pub async fn forward_to_dead_letter_queue(
     let (group, topic) = check_scope(broker, request.group.as_ref(), request.topic.as_ref())?;
     let scope = Scope { broker_group: &broker.config.group, consumer_group: &group, topic: &topic };
     let delivery = receipt::decode(&scope, &request.receipt_handle)?;
-    let cursor = broker.state().cursor(&group, &topic, delivery.queue_id);
-    let inflight = match cursor.as_ref().map(|c| (c.pop_next, c.inflight.get(&delivery.offset))) {
-        Some((_, Some(inflight))) if inflight.nonce == delivery.nonce => *inflight,
-        Some((_, Some(_))) => return Err(refusal(HandleRefusal::Superseded).into()),
-        Some((pop_next, None)) if delivery.offset < pop_next => return Err(refusal(HandleRefusal::Superseded).into()),
-        _ => return Err(refusal(HandleRefusal::NeverDelivered).into()),
+    let cursor = broker.state().cursor(&group, &topic, delivery.queue_id).ok_or(HandleRefusal::NeverDelivered);
+    let inflight = match cursor.and_then(|c| c.delivery(&delivery).map(|d| d.copied())) {
+        Ok(Some(inflight)) => inflight,
+        // Acked already: nothing left to move.
+        Ok(None) => return Err(refusal(HandleRefusal::Superseded).into()),
+        Err(why) => return Err(refusal(why).into()),
     };
     let stored = broker.state().read_message(&topic, delivery.queue_id, delivery.offset).map_err(ApiError::internal)?;
     let Some(stored) = stored else {

@@ -1,6 +1,8 @@
 //! PullMessage (a long poll from an offset) and the offset queries.
 use std::time::Duration;
 
+use raftmq_raft::command::TopicConfig;
+
 use crate::broker::Broker;
 use crate::limits::{LONG_POLL_MS_MAX, PULL_BATCH_MAX};
 use crate::messaging::convert::{Placement, to_wire};
@@ -11,19 +13,29 @@ use crate::v2::{
     QueryOffsetResponse, Resource, pull_message_response,
 };
 
-/// Validates a queue reference: the topic exists and the queue id is in range.
-pub fn check_queue(broker: &Broker, queue: Option<&MessageQueue>) -> Result<(Resource, u32), ApiError> {
+/// A topic named by a request: legal name (ILLEGAL_TOPIC) and existing here (TOPIC_NOT_FOUND).
+pub fn existing_topic(broker: &Broker, name: &str) -> Result<TopicConfig, ApiError> {
+    status::check_topic_name(name)?;
+    broker.state().topic(name).ok_or_else(|| ApiError::new(Code::TopicNotFound, format!("topic {name} does not exist")))
+}
+
+/// Validates a queue reference: the topic exists and the queue id is in range, or is -1 ("any
+/// queue", returned as None) where `any_queue` allows it.
+pub fn check_queue_ref(broker: &Broker, queue: Option<&MessageQueue>, any_queue: bool) -> Result<(Resource, TopicConfig, Option<u32>), ApiError> {
     let queue = queue.ok_or_else(|| ApiError::bad_request("message_queue is required"))?;
     let topic = queue.topic.clone().ok_or_else(|| ApiError::new(Code::IllegalTopic, "topic is required"))?;
-    status::check_topic_name(&topic.name)?;
-    let config = broker
-        .state()
-        .topic(&topic.name)
-        .ok_or_else(|| ApiError::new(Code::TopicNotFound, format!("topic {} does not exist", topic.name)))?;
-    if queue.id < 0 || queue.id as u32 >= config.queue_count {
-        return Err(ApiError::bad_request(format!("queue {} does not exist; topic {} has {} queues", queue.id, topic.name, config.queue_count)));
+    let config = existing_topic(broker, &topic.name)?;
+    match queue.id {
+        -1 if any_queue => Ok((topic, config, None)),
+        id if id >= 0 && (id as u32) < config.queue_count => Ok((topic, config, Some(id as u32))),
+        id => Err(ApiError::bad_request(format!("queue {id} does not exist; topic {} has {} queues", topic.name, config.queue_count))),
     }
-    Ok((topic, queue.id as u32))
+}
+
+/// Validates a reference to one queue (see `check_queue_ref`).
+pub fn check_queue(broker: &Broker, queue: Option<&MessageQueue>) -> Result<(Resource, u32), ApiError> {
+    let (topic, _, id) = check_queue_ref(broker, queue, false)?;
+    Ok((topic, id.expect("any_queue is off")))
 }
 
 /// The frames of one pull: status, messages, next offset.

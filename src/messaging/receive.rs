@@ -11,6 +11,7 @@ use crate::broker::{Broker, ProposeError};
 use crate::messaging::convert::{Placement, now_ms, timestamp_from_ms, to_wire};
 use crate::messaging::filter::TagFilter;
 use crate::messaging::group::{ensure_group, group_name, propose};
+use crate::messaging::pull::check_queue_ref;
 use crate::messaging::receipt::{self, Scope};
 use crate::status::{self, ApiError};
 use crate::v2::{Code, ReceiveMessageRequest, ReceiveMessageResponse, Resource, receive_message_response};
@@ -59,13 +60,7 @@ struct Receive {
 
 fn check(broker: &Broker, request: ReceiveMessageRequest) -> Result<Receive, ApiError> {
     let group = group_name(request.group.as_ref())?;
-    let queue = request.message_queue.as_ref().ok_or_else(|| ApiError::bad_request("message_queue is required"))?;
-    let topic = queue.topic.clone().ok_or_else(|| ApiError::new(Code::IllegalTopic, "topic is required"))?;
-    status::check_topic_name(&topic.name)?;
-    let config = broker.state().topic(&topic.name).ok_or_else(|| ApiError::new(Code::TopicNotFound, format!("topic {} does not exist", topic.name)))?;
-    if queue.id < -1 || queue.id >= config.queue_count as i32 {
-        return Err(ApiError::bad_request(format!("queue {} does not exist; topic {} has {} queues", queue.id, topic.name, config.queue_count)));
-    }
+    let (topic, config, queue_id) = check_queue_ref(broker, request.message_queue.as_ref(), true)?;
     if request.batch_size <= 0 || request.batch_size as u32 > POP_BATCH_MAX {
         return Err(ApiError::bad_request(format!("batch_size {} is out of range (1 to {POP_BATCH_MAX})", request.batch_size)));
     }
@@ -74,7 +69,7 @@ fn check(broker: &Broker, request: ReceiveMessageRequest) -> Result<Receive, Api
     // Every queue of the topic here, starting with the requested one (or the next in turn):
     // a consumer that asks an empty queue still gets what the others hold.
     let count = config.queue_count;
-    let start = if queue.id >= 0 { queue.id as u32 } else { (broker.next_round_robin() % count as u64) as u32 };
+    let start = queue_id.unwrap_or_else(|| (broker.next_round_robin() % count as u64) as u32);
     let queue_ids = (0..count).map(|i| (start + i) % count).collect();
     let wait_ms = request
         .long_polling_timeout

@@ -73,11 +73,7 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
         return Err(ApiError::bad_request(format!("{} messages in one request; the limit is {BATCH_MESSAGES_MAX}", messages.len())).into());
     }
     let topic = first.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
-    status::check_topic_name(&topic)?;
-    let config = broker
-        .state()
-        .topic(&topic)
-        .ok_or_else(|| ApiError::new(Code::TopicNotFound, format!("topic {topic} does not exist")))?;
+    let config = crate::messaging::pull::existing_topic(broker, &topic)?;
     let total: usize = messages.iter().map(|m| m.body.len()).sum();
     if total > BATCH_BYTES_MAX {
         return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch holds {total} bytes of bodies; the limit is {BATCH_BYTES_MAX}")).into());
