@@ -9,6 +9,7 @@ mod e2e;
 mod failover;
 mod produce;
 mod report;
+mod wire;
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -9,8 +9,9 @@ use hdrhistogram::Histogram;
 
 use super::report::{Line, round2, round3};
 use super::{Common, Load, MessageFactory, ProduceArgs};
-use crate::cli::client::{self, request};
-use crate::v2::{Code, SendMessageRequest};
+use super::wire::WireChannel;
+use crate::cli::client;
+use crate::v2::{Code, SendMessageRequest, SendMessageResponse};
 
 pub struct LoadResult {
     pub acked: u64,
@@ -45,10 +46,11 @@ pub async fn send_load(common: &Common, load: &Load, with_timestamp: bool, progr
         super::create_topic(&common.endpoint, &common.topic, load.queues).await?;
     }
     let targets = super::target_endpoints(&common.endpoint, load.any_node).await?;
+    let client_id = client::new_client_id();
     // One connection per producer, spread round-robin over the targets.
     let mut channels = Vec::with_capacity(load.producers);
     for i in 0..load.producers {
-        channels.push(super::connect_one(&targets[i % targets.len()]).await?);
+        channels.push(WireChannel::connect(&targets[i % targets.len()], &client_id).await?);
     }
     let total = match (load.messages, duration) {
         (Some(n), _) => Some(n),
@@ -57,7 +59,6 @@ pub async fn send_load(common: &Common, load: &Load, with_timestamp: bool, progr
     };
     let bar = super::progress(total, progress_label);
     let barrier = Arc::new(tokio::sync::Barrier::new(load.producers + 1));
-    let client_id = client::new_client_id();
     let mut tasks = Vec::with_capacity(load.producers);
     for (i, channel) in channels.into_iter().enumerate() {
         let count = match total {
@@ -66,8 +67,7 @@ pub async fn send_load(common: &Common, load: &Load, with_timestamp: bool, progr
         };
         let mut factory = MessageFactory::new(&common.topic, load.size, i);
         factory.with_timestamp = with_timestamp;
-        let (window, batch, barrier, bar, client_id) = (load.window, load.batch, barrier.clone(), bar.clone(), client_id.clone());
-        let messaging = client::messaging(channel);
+        let (window, batch, barrier, bar) = (load.window, load.batch, barrier.clone(), bar.clone());
         let deadline = duration;
         tasks.push(tokio::spawn(async move {
             let mut hist = super::new_histogram();
@@ -84,23 +84,24 @@ pub async fn send_load(common: &Common, load: &Load, with_timestamp: bool, progr
                     }
                     let n = (count - sent).min(batch as u64) as usize;
                     let messages = factory.batch(sent, n);
-                    let mut m = messaging.clone();
-                    let req = request(&client_id, SendMessageRequest { messages });
+                    let mut channel = channel.clone();
                     let t0 = Instant::now();
-                    inflight.push(async move { (m.send_message(req).await, t0.elapsed(), n as u64) });
+                    inflight.push(async move {
+                        let result = channel.unary::<_, SendMessageResponse>("SendMessage", &SendMessageRequest { messages }).await;
+                        (result, t0.elapsed(), n as u64)
+                    });
                     sent += n as u64;
                 }
                 let Some((result, latency, n)) = inflight.next().await else { break };
                 let outcome = match result {
                     Ok(response) => {
-                        let response = response.into_inner();
                         match response.status {
                             Some(s) if s.code == Code::Ok as i32 => Ok(()),
                             Some(s) => Err(format!("send failed: code {} {}", s.code, s.message)),
                             None => Err("send failed: no status".to_string()),
                         }
                     }
-                    Err(status) => Err(format!("send failed: {:?} {}", status.code(), status.message())),
+                    Err(e) => Err(format!("send failed: {e:#}")),
                 };
                 match outcome {
                     Ok(()) => {
