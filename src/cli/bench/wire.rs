@@ -88,10 +88,8 @@ impl WireChannel {
             }
             data.extend_from_slice(&chunk);
         }
-        if let Some(trailers) = recv.trailers().await? {
-            if let Some((code, text)) = grpc_status(&trailers).filter(|(c, _)| c != "0") {
-                bail!("{method}: grpc-status {code} {text}");
-            }
+        if let Some((code, text)) = recv.trailers().await?.as_ref().and_then(grpc_status).filter(|(c, _)| c != "0") {
+            bail!("{method}: grpc-status {code} {text}");
         }
         if data.len() < 5 || data[0] != 0 {
             bail!("{method}: malformed gRPC response frame ({} bytes)", data.len());
