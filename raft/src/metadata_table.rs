@@ -1,10 +1,10 @@
 //! The state machine's metadata, built by applying commands, and its durable copy in redb.
 //!
 //! redb holds the applied log id, the membership, topics, each queue's next offset and the
-//! consumer groups with their cursors (see consumer.rs), written in
-//! one transaction per apply batch. Most of those commits are not durable (`Durability::None`):
-//! the log is the source of truth, so the state machine only checkpoints now and then (consume
-//! queues synced first, then a durable commit) and, after a crash, replays the log from the last
+//! consumer groups with their cursors (see consumer.rs). The log is the source of truth, so the
+//! state machine writes redb only at checkpoints, now and then (consume queues synced first, then
+//! one durable transaction with every row changed since the last checkpoint), serves everything
+//! from its in-memory table in between, and, after a crash, replays the log from the last
 //! checkpoint's applied index; consume-queue entries past a queue's recorded next offset are cut
 //! (the replay rewrites them). Because queues are synced before each durable commit, a queue is
 //! never shorter than the durable redb says.
@@ -46,13 +46,25 @@ pub struct MetadataTable {
     pub consumers: ConsumerState,
 }
 
-/// What one apply batch changed, so that only that is written.
+/// What applies changed since the last write, so that only that is written.
 #[derive(Default)]
 pub struct Changes {
     pub topics: BTreeSet<String>,
     pub queues: BTreeSet<QueueKey>,
     pub membership: bool,
     pub consumers: ConsumerChanges,
+}
+
+impl Changes {
+    /// Adds `other`'s changed keys to these (rows are written from the table, so a key once
+    /// named is enough).
+    pub fn merge(&mut self, other: Changes) {
+        self.topics.extend(other.topics);
+        self.queues.extend(other.queues);
+        self.membership |= other.membership;
+        self.consumers.groups.extend(other.consumers.groups);
+        self.consumers.cursors.extend(other.consumers.cursors);
+    }
 }
 
 fn queue_key(topic: &str, queue_id: u32) -> String {
@@ -112,11 +124,11 @@ impl MetadataDb {
         Ok(table)
     }
 
-    /// Writes the applied id and every changed row in one transaction; `durable` makes it (and
-    /// every earlier non-durable commit) survive a crash. The caller syncs consume queues first.
-    pub fn persist(&self, table: &MetadataTable, changes: &Changes, durable: bool) -> Result<(), MetadataError> {
+    /// Writes the applied id and every changed row in one durable transaction. The caller syncs
+    /// consume queues first.
+    pub fn persist(&self, table: &MetadataTable, changes: &Changes) -> Result<(), MetadataError> {
         let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None }).map_err(err)?;
+        txn.set_durability(Durability::Immediate).map_err(err)?;
         Self::write_rows(&txn, table, changes)?;
         txn.commit().map_err(err)
     }

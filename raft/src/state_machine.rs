@@ -66,6 +66,10 @@ pub struct SmShared {
     snapshot_readers: Arc<std::sync::atomic::AtomicUsize>,
     /// When the derived state was last made durable (see metadata_table.rs).
     last_checkpoint: Mutex<std::time::Instant>,
+    /// Rows changed by applies since the last checkpoint: redb is written only at checkpoints
+    /// (the in-memory table serves everything in between; a crash replays the log from the
+    /// checkpoint's applied id).
+    unsaved: Mutex<Changes>,
 }
 
 /// How often apply makes the derived state durable; a crash replays at most this much log.
@@ -148,6 +152,7 @@ impl StateMachine {
             installing_marker,
             snapshot_readers: Arc::default(),
             last_checkpoint: Mutex::new(std::time::Instant::now()),
+            unsaved: Mutex::default(),
         };
         Ok(StateMachine { shared: Arc::new(shared) })
     }
@@ -250,13 +255,13 @@ impl SmShared {
         true
     }
 
-    /// Makes everything applied so far durable: queues, then a durable redb commit that carries
-    /// every earlier non-durable one with it. Call it only between applies (the state-machine
+    /// Makes everything applied so far durable: queues, then a durable redb commit of every row
+    /// changed since the last checkpoint. Call it only between applies (the state-machine
     /// worker), never concurrently with one.
     fn checkpoint(&self) -> io::Result<()> {
         self.queues.sync_dirty().map_err(io_err)?;
-        let table = self.table.read().clone();
-        self.db.persist(&table, &Changes::default(), true).map_err(io_err)?;
+        let changes = std::mem::take(&mut *self.unsaved.lock());
+        self.db.persist(&self.table.read(), &changes).map_err(io_err)?;
         *self.last_checkpoint.lock() = std::time::Instant::now();
         Ok(())
     }
@@ -448,11 +453,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         // The log already holds these entries durably; checkpoint the derived state only now and
         // then (queues first, then redb, so a queue is never shorter than the durable redb says).
-        let durable = shared.checkpoint_due();
-        if durable {
+        shared.unsaved.lock().merge(changes);
+        if shared.checkpoint_due() {
             shared.queues.sync_dirty().map_err(io_err)?;
+            let changes = std::mem::take(&mut *shared.unsaved.lock());
+            shared.db.persist(&table, &changes).map_err(io_err)?;
         }
-        shared.db.persist(&table, &changes, durable).map_err(io_err)?;
         let applied = table.applied.map(|id| id.index).unwrap_or(0);
         *shared.table.write() = table;
         shared.applied_tx.send_replace(applied);
@@ -498,6 +504,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             consumers: body.consumers.clone(),
         };
         self.shared.db.replace_all(&table).map_err(io_err)?;
+        *self.shared.unsaved.lock() = Changes::default();
         self.shared.db.save_snapshot(meta, &body).map_err(io_err)?;
         std::fs::remove_file(&self.shared.installing_marker)?;
         let applied = table.applied.map(|id| id.index).unwrap_or(0);

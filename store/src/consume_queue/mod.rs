@@ -32,6 +32,11 @@ const META_VERSION: u8 = 1;
 const META_BYTES: usize = 18;
 /// Meta flag: the data file must be emptied before the queue is used (a reset in progress).
 const META_FLAG_RESET_PENDING: u8 = 1;
+/// Appended entries wait in memory (the queue's tail) until this many bytes are pending, a sync,
+/// or an operation that needs the file. One write per ~400 entries instead of one per append:
+/// a queue is derived from the commitlog and rebuilt from it after a crash (see the state
+/// machine's checkpoint), so entries need not reach the file before they are synced anyway.
+const TAIL_BYTES_MAX: usize = 8 * 1024;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ConsumeQueueEntry {
@@ -76,6 +81,8 @@ struct QueueState {
     min: QueueOffset,
     /// The next offset.
     next: QueueOffset,
+    /// Encoded entries from `next - tail entries` up to `next`, not written to the file yet.
+    tail: Vec<u8>,
     /// Set when the in-memory view may disagree with the disk (a meta write or reset that failed
     /// half-way) or the queue was cleared: every operation returns this error. A successful
     /// `reset_queue` clears it (the reset is idempotent); otherwise reopen after a restart.
@@ -94,6 +101,11 @@ impl QueueState {
     fn byte_position(&self, offset: QueueOffset) -> u64 {
         debug_assert!(offset >= self.base);
         (offset.0 - self.base.0) * ENTRY_BYTES
+    }
+
+    /// The first offset held only in memory (== `next` when the tail is empty).
+    fn written(&self) -> QueueOffset {
+        QueueOffset(self.next.0 - (self.tail.len() as u64) / ENTRY_BYTES)
     }
 }
 
@@ -203,7 +215,7 @@ impl ConsumeQueue {
                 reason: format!("consume queue min offset {} is above its last entry ({})", meta.min.0, next.0),
             });
         }
-        let state = QueueState { base: meta.base, min: meta.min, next, broken: None };
+        let state = QueueState { base: meta.base, min: meta.min, next, tail: Vec::new(), broken: None };
         Ok(ConsumeQueue { fs, file, meta_path, state: Mutex::new(state), dirty: AtomicBool::new(false) })
     }
 
@@ -218,7 +230,8 @@ impl ConsumeQueue {
         self.state.lock().min
     }
 
-    /// Appends at `offset`, which must equal `next_offset()`. Not synced until `sync`.
+    /// Appends at `offset`, which must equal `next_offset()`. Readable at once; written to the
+    /// file when the tail fills (`TAIL_BYTES_MAX`) and durable after `sync`.
     pub fn append(&self, offset: QueueOffset, entry: ConsumeQueueEntry) -> Result<(), StoreError> {
         self.append_batch(offset, &[entry])
     }
@@ -230,15 +243,30 @@ impl ConsumeQueue {
         if first != state.next {
             return Err(StoreError::OffsetNotConsecutive { expected: state.next.0, got: first.0 });
         }
-        let mut bytes = Vec::with_capacity(entries.len() * CONSUME_QUEUE_ENTRY_BYTES);
         for entry in entries {
-            bytes.extend_from_slice(&entry.encode());
+            state.tail.extend_from_slice(&entry.encode());
         }
-        self.file
-            .write_all_at(&bytes, state.byte_position(first))
-            .map_err(|e| StoreError::io("append consume queue", e))?;
         state.next.0 += entries.len() as u64;
         self.dirty.store(true, Ordering::Release);
+        if state.tail.len() >= TAIL_BYTES_MAX {
+            self.write_tail(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the in-memory tail to the file. A failed write leaves the queue broken: what the
+    /// file holds is unknown, and the next restart rebuilds the queue from the commitlog.
+    fn write_tail(&self, state: &mut QueueState) -> Result<(), StoreError> {
+        if state.tail.is_empty() {
+            return Ok(());
+        }
+        let position = state.byte_position(state.written());
+        if let Err(e) = self.file.write_all_at(&state.tail, position) {
+            let error = StoreError::io("append consume queue", e);
+            state.broken = Some(error.clone());
+            return Err(error);
+        }
+        state.tail.clear();
         Ok(())
     }
 
@@ -253,8 +281,18 @@ impl ConsumeQueue {
             return Ok(Vec::new());
         }
         let mut bytes = vec![0; count * CONSUME_QUEUE_ENTRY_BYTES];
-        read_exact_at(&*self.file, &mut bytes, state.byte_position(from))
-            .map_err(|e| StoreError::io("read consume queue", e))?;
+        // Entries below `written` come from the file, the rest from the tail.
+        let written = state.written();
+        let from_file = written.0.saturating_sub(from.0).min(count as u64) as usize * CONSUME_QUEUE_ENTRY_BYTES;
+        if from_file > 0 {
+            read_exact_at(&*self.file, &mut bytes[..from_file], state.byte_position(from))
+                .map_err(|e| StoreError::io("read consume queue", e))?;
+        }
+        if from_file < bytes.len() {
+            let tail_start = (from.0 + (from_file / CONSUME_QUEUE_ENTRY_BYTES) as u64 - written.0) as usize * CONSUME_QUEUE_ENTRY_BYTES;
+            let rest = bytes.len() - from_file;
+            bytes[from_file..].copy_from_slice(&state.tail[tail_start..tail_start + rest]);
+        }
         let entries = bytes.chunks_exact(CONSUME_QUEUE_ENTRY_BYTES).map(ConsumeQueueEntry::decode);
         Ok(entries.enumerate().map(|(i, entry)| (QueueOffset(from.0 + i as u64), entry)).collect())
     }
@@ -273,6 +311,15 @@ impl ConsumeQueue {
                 next.0, state.min.0
             )));
         }
+        let written = state.written();
+        if next >= written {
+            // Only unwritten entries go: the file is untouched.
+            state.tail.truncate(((next.0 - written.0) * ENTRY_BYTES) as usize);
+            state.next = next;
+            return Ok(());
+        }
+        state.tail.clear();
+        state.next = written;
         self.file.set_len(state.byte_position(next)).map_err(|e| StoreError::io("truncate consume queue", e))?;
         self.file.sync_data().map_err(|e| StoreError::io("sync consume queue", e))?;
         state.next = next;
@@ -297,6 +344,7 @@ impl ConsumeQueue {
         // The entries up to the new min must be durable before the meta names it, so that a crash
         // never leaves a min above the last entry. Unconditional: a concurrent `sync` may have
         // taken the dirty flag and not finished its fdatasync yet.
+        self.write_tail(&mut state)?;
         self.dirty.store(false, Ordering::Release);
         if let Err(error) = self.file.sync_data() {
             self.dirty.store(true, Ordering::Release);
@@ -324,7 +372,7 @@ impl ConsumeQueue {
         })();
         match result {
             Ok(()) => {
-                *state = QueueState { base, min: base, next: base, broken: None };
+                *state = QueueState { base, min: base, next: base, tail: Vec::new(), broken: None };
                 self.dirty.store(false, Ordering::Release);
                 Ok(())
             }
@@ -336,6 +384,13 @@ impl ConsumeQueue {
     }
 
     pub fn sync(&self) -> Result<(), StoreError> {
+        {
+            // A broken queue's tail is moot: the queue is rebuilt before it is used again.
+            let mut state = self.state.lock();
+            if state.broken.is_none() {
+                self.write_tail(&mut state)?;
+            }
+        }
         if self.dirty.swap(false, Ordering::AcqRel) {
             let result = self.file.sync_data().map_err(|e| StoreError::io("sync consume queue", e));
             if result.is_err() {

@@ -380,3 +380,39 @@ fn clear_crash_never_mixes_base_and_entries() {
         }
     }
 }
+
+// Goal: entries waiting in the in-memory tail read like written ones, across the file/tail
+// boundary; truncation inside the tail and below it; a sync writes the tail (seen by a reopen).
+#[test]
+fn tail_reads_truncates_and_syncs_like_the_file() {
+    let sim = SimFs::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+    let dir = PathBuf::from("/cq");
+    let set = ConsumeQueueSet::open(fs.clone(), dir.clone()).unwrap();
+    let queue = set.queue("t", 0).unwrap();
+    let per_tail = (TAIL_BYTES_MAX / CONSUME_QUEUE_ENTRY_BYTES) as u64 + 1;
+    let total = per_tail * 2 + 50;
+    for n in 0..total {
+        queue.append(QueueOffset(n), entry(n)).unwrap();
+    }
+    let file_len = fs.open(&dir.join("t/0.cq"), false).unwrap().len().unwrap();
+    assert!(file_len > 0 && file_len < total * ENTRY_BYTES, "part written, part in the tail: {file_len}");
+    let written = file_len / ENTRY_BYTES;
+    for (from, max) in [(0, total as usize), (written - 3, 10), (written, 5), (total - 2, 10)] {
+        let expected: Vec<_> = (from..(from + max as u64).min(total)).map(|n| (QueueOffset(n), entry(n))).collect();
+        assert_eq!(queue.read(QueueOffset(from), max).unwrap(), expected, "read from {from}");
+    }
+    queue.truncate_to(QueueOffset(total - 10)).unwrap();
+    assert_eq!(fs.open(&dir.join("t/0.cq"), false).unwrap().len().unwrap(), file_len, "a cut inside the tail leaves the file");
+    queue.truncate_to(QueueOffset(written - 5)).unwrap();
+    for n in written - 5..written + 20 {
+        queue.append(QueueOffset(n), entry(n + 1000)).unwrap();
+    }
+    set.sync_dirty().unwrap();
+    drop((queue, set));
+    let set = ConsumeQueueSet::open(fs, dir).unwrap();
+    let queue = set.queue("t", 0).unwrap();
+    assert_eq!(queue.next_offset(), QueueOffset(written + 20));
+    let expected = vec![(QueueOffset(written - 6), entry(written - 6)), (QueueOffset(written - 5), entry(written - 5 + 1000))];
+    assert_eq!(queue.read(QueueOffset(written - 6), 2).unwrap(), expected);
+}
