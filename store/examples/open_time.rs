@@ -8,37 +8,42 @@
 //! until the segments hold about `total bytes`. `open` opens the log `times` times (default 1) and
 //! prints each duration. For a cold figure drop the page cache between runs (as root):
 //! `sync; echo 3 > /proc/sys/vm/drop_caches`.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use raftmq_store::{CommitLog, CommitLogConfig, FileSystem, FlushPolicy, LogIndex, RealFs, Record};
 
-fn open(dir: &PathBuf, flush: FlushPolicy) -> CommitLog {
+fn open(dir: &Path, flush: FlushPolicy) -> CommitLog {
     let fs: Arc<dyn FileSystem> = Arc::new(RealFs);
-    CommitLog::open(fs, dir.clone(), CommitLogConfig { flush, ..CommitLogConfig::default() }).expect("open commitlog")
+    CommitLog::open(fs, dir.to_path_buf(), CommitLogConfig { flush, ..CommitLogConfig::default() }).expect("open commitlog")
 }
 
-fn fill(dir: &PathBuf, total_bytes: u64, payload_bytes: usize) {
+fn fill(dir: &Path, total_bytes: u64, payload_bytes: usize) {
     let log = open(dir, FlushPolicy::Async);
     let mut next = log.state().last.map_or(1, |(last, _)| last.0 + 1);
     let payload = Bytes::from(vec![b'x'; payload_bytes]);
     let started = Instant::now();
+    // A roll (seal, new segment, index file) happens inside an append: the slowest append shows it.
+    let mut slowest_append = std::time::Duration::ZERO;
     while log.size_bytes() < total_bytes {
         let records: Vec<Record> = (0..256)
             .map(|i| Record { term: 1, index: LogIndex(next + i), kind: 1, payload: payload.clone() })
             .collect();
         next += records.len() as u64;
+        let append_started = Instant::now();
         log.append(&records, Box::new(|r| r.expect("flushed"))).expect("append");
+        slowest_append = slowest_append.max(append_started.elapsed());
     }
     log.sync().expect("sync");
     println!(
-        "filled {} bytes, {} records, {} segments in {:.1} s",
+        "filled {} bytes, {} records, {} segments in {:.1} s (slowest append {:.1} ms)",
         log.size_bytes(),
         next - 1,
         log.segment_count(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        slowest_append.as_secs_f64() * 1000.0
     );
 }
 
