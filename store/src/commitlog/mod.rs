@@ -1,7 +1,8 @@
 //! The segmented commitlog. API contract here; the implementation is in the submodules:
-//! `segment` (file format, per-segment index), `recovery` (open-time scan), `log_core` (lookups and
-//! reads), `mutate` (append, truncate, purge, retention, reset), `flusher` (group commit),
-//! `meta` (the persisted purge point).
+//! `segment` (file format, per-segment index), `index_file` (a sealed segment's index, persisted so
+//! open need not scan it), `recovery` (open: load or scan), `log_core` (lookups and reads), `mutate`
+//! (append, truncate, purge, retention, reset), `flusher` (group commit), `meta` (the persisted
+//! purge point).
 //!
 //! To ensure correctness:
 //! - no holes: each appended record's index is last + 1 (or, on an empty log, any index > purged);
@@ -21,12 +22,15 @@ use crate::limits::{
 use crate::{CommitLogPosition, FileSystem, LogIndex, RECORD_HEADER_LEN, Record, StoreError};
 
 mod flusher;
+mod index_file;
 mod log_core;
 mod meta;
 mod mutate;
 mod recovery;
 mod segment;
 
+#[cfg(test)]
+mod index_file_tests;
 #[cfg(test)]
 mod tests;
 
@@ -126,7 +130,8 @@ pub struct CommitLog {
 }
 
 impl CommitLog {
-    /// Opens (creating if needed) the log in `dir`, cutting a torn tail.
+    /// Opens (creating if needed) the log in `dir`, cutting a torn tail. Sealed segments with a
+    /// valid index file are loaded from it; the others, and always the last one, are scanned.
     pub fn open(fs: Arc<dyn FileSystem>, dir: PathBuf, config: CommitLogConfig) -> Result<CommitLog, StoreError> {
         config.validate()?;
         fs.create_dir_all(&dir).map_err(|e| StoreError::io("create commitlog directory", e))?;

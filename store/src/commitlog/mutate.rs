@@ -5,7 +5,10 @@
 //!   unsynced bytes (recovery treats damage anywhere else as corruption);
 //! - segments are removed one at a time, each removal made durable (fsync dir) before the next,
 //!   always from an end of the log, so a crash leaves a contiguous log;
-//! - the purge point is durable before any purged segment is deleted.
+//! - the purge point is durable before any purged segment is deleted;
+//! - a sealed segment's index file is written after its successor exists, and removed durably
+//!   before the segment is deleted, or cut or written as the active segment again (see
+//!   `index_file`), so an index file never describes bytes that are gone.
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +16,7 @@ use crate::{LogIndex, Record, StoreError, StoreFile};
 
 use super::log_core::LogCore;
 use super::segment::{IndexEntry, Segment};
-use super::{RetentionPolicy, RetentionReport, meta};
+use super::{RetentionPolicy, RetentionReport, index_file, meta};
 
 /// Records encoded for the active segment but not yet written.
 struct Staged {
@@ -97,7 +100,9 @@ impl LogCore {
         Ok(())
     }
 
-    /// Seals the active segment (fdatasync) and starts a new one (header synced, dir synced).
+    /// Seals the active segment (fdatasync) and starts a new one (header synced, dir synced), then
+    /// writes the sealed segment's index file. The index only speeds up `open`: failing to write
+    /// it is logged, not returned (open scans a segment that has none).
     fn roll(&mut self) -> Result<(), StoreError> {
         if let Some(active) = self.segments.back() {
             active.file.sync_data().map_err(|e| StoreError::io("seal segment", e))?;
@@ -105,12 +110,17 @@ impl LogCore {
         let segment = Segment::create(&*self.fs, &self.dir, self.next_base(), unix_millis(SystemTime::now()))?;
         self.fs.sync_dir(&self.dir).map_err(|e| StoreError::io("sync commitlog directory", e))?;
         self.segments.push_back(segment);
+        if let Some(sealed) = self.segments.len().checked_sub(2).map(|number| &self.segments[number]) {
+            index_file::write_or_warn(&*self.fs, &self.dir, sealed);
+        }
         Ok(())
     }
 
-    /// Removes the last segment file durably (callers remove from an end, one at a time).
+    /// Removes the last segment file durably, its index file first (callers remove from an end,
+    /// one at a time).
     fn remove_last_segment(&mut self) -> Result<(), StoreError> {
         let segment = self.segments.back().expect("a segment to remove");
+        index_file::remove(&*self.fs, &self.dir, segment.base)?;
         self.fs.remove_file(&segment.path).map_err(|e| StoreError::io("remove segment", e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| StoreError::io("sync commitlog directory", e))?;
         self.segments.pop_back();
@@ -135,6 +145,10 @@ impl LogCore {
             }
             self.remove_last_segment()?;
         }
+        // The kept last segment is the active one from now on, and may be cut: its index file (if
+        // it was sealed) goes first, durably. A crash before the cut leaves it intact and unindexed.
+        let base = self.segments.back().expect("one segment is always kept").base;
+        index_file::remove(&*self.fs, &self.dir, base)?;
         let segment = self.segments.back_mut().expect("one segment is always kept");
         let new_len = segment.forget_after(keep);
         segment.file.set_len(new_len).map_err(|e| StoreError::io("truncate segment", e))?;
@@ -176,6 +190,7 @@ impl LogCore {
                 if !(too_old || too_big) {
                     break;
                 }
+                index_file::remove(&*self.fs, &self.dir, oldest.base)?;
                 self.fs.remove_file(&oldest.path).map_err(|e| StoreError::io("remove segment", e))?;
                 self.fs.sync_dir(&self.dir).map_err(|e| StoreError::io("sync commitlog directory", e))?;
                 let removed = self.segments.pop_front().expect("len > 1");

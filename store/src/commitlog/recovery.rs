@@ -1,5 +1,10 @@
-//! Open-time scan: rebuilds the in-memory index from the segment files, cuts a torn tail, and
-//! refuses (StoreError::Corrupt) anything a crash cannot explain.
+//! Open: rebuilds the in-memory index from the segment files, cuts a torn tail, and refuses
+//! (StoreError::Corrupt) anything a crash cannot explain.
+//!
+//! A sealed (non-last) segment with a valid index file (see `index_file`) is loaded from it
+//! without reading its records; any other sealed segment is scanned, then indexed. The last
+//! segment is always scanned, and loses its index file if it has one, since it is the one that
+//! may have a torn tail and that appends go to. The rules below are those of the scan.
 //!
 //! What a crash can leave (the log fdatasyncs a segment before creating its successor, so only
 //! the last segment ever has unsynced bytes):
@@ -10,7 +15,7 @@
 //! Everything else is corruption: a bad record in a non-last segment, a bad record followed by a
 //! valid one, an index that breaks continuity, a bad header on a file longer than a header.
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fs::read_exact_at;
@@ -18,6 +23,7 @@ use crate::limits::{SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES_MAX};
 use crate::record::{DecodeError, frame_len};
 use crate::{FileSystem, LogIndex, Record, StoreError, StoreFile};
 
+use super::index_file;
 use super::segment::{IndexEntry, Segment, SegmentHeader, parse_file_name};
 
 /// Bytes read per refill while scanning.
@@ -86,6 +92,7 @@ pub(super) fn recover(
     let listing = fs.read_dir(dir).map_err(|e| StoreError::io("list commitlog directory", e))?;
     let mut bases: Vec<u64> = listing.iter().filter_map(|p| parse_file_name(p)).collect();
     bases.sort_unstable();
+    remove_stray_index_files(fs, dir, &listing, &bases)?;
     let mut continuity = Continuity { purged_index: purged.map(|(i, _)| i.0), last_index: None };
     let mut segments: VecDeque<Segment> = VecDeque::new();
     for (i, &base) in bases.iter().enumerate() {
@@ -109,10 +116,75 @@ pub(super) fn recover(
                 return Err(segment.corrupt(0, "segment overlaps its predecessor"));
             }
         }
-        scan_records(&mut segment, file_len, is_last, &mut continuity)?;
+        if is_last {
+            // The active segment is written and cut: it never keeps an index file.
+            index_file::remove(fs, dir, base)?;
+            scan_records(&mut segment, file_len, is_last, &mut continuity)?;
+        } else if !load_index(fs, dir, &mut segment, file_len, &mut continuity)? {
+            scan_records(&mut segment, file_len, is_last, &mut continuity)?;
+            // Sealed and just verified: index it, so the next open need not scan it. (An empty
+            // one is corruption, reported with the next segment.)
+            if !segment.entries.is_empty() {
+                index_file::write_or_warn(fs, dir, &segment);
+            }
+        }
         segments.push_back(segment);
     }
+    // A torn last segment was removed: its predecessor, loaded as a sealed segment, is now the
+    // active one.
+    if let Some(last) = segments.back()
+        && bases.last() != Some(&last.base)
+    {
+        index_file::remove(fs, dir, last.base)?;
+    }
     Ok(segments)
+}
+
+/// Fills a sealed segment's index from its index file, if that is valid and continues the log;
+/// false if the segment must be scanned.
+fn load_index(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segment: &mut Segment,
+    file_len: u64,
+    continuity: &mut Continuity,
+) -> Result<bool, StoreError> {
+    let Some(loaded) = index_file::load(fs, dir, segment, file_len)? else { return Ok(false) };
+    if !continuity.accepts(loaded.first_index, true) {
+        // The scan reports this as corruption, at the record's position.
+        return Ok(false);
+    }
+    continuity.last_index = Some(loaded.last_index());
+    segment.first_index = loaded.first_index;
+    segment.entries = loaded.entries;
+    segment.write_position = file_len;
+    Ok(true)
+}
+
+/// Removes temp files of interrupted index writes, and index files whose segment is gone. The
+/// ordering in `index_file` leaves no such index file behind; should one come from elsewhere (a
+/// copied directory), it must not meet a new segment that reuses its base (positions restart from
+/// 0 after a `reset` and a restart).
+fn remove_stray_index_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    listing: &[PathBuf],
+    bases: &[u64],
+) -> Result<(), StoreError> {
+    let mut removed = false;
+    for path in listing {
+        let Some(base) = index_file::parse_file_name(path) else { continue };
+        if path == &index_file::path(dir, base) && bases.binary_search(&base).is_ok() {
+            continue;
+        }
+        tracing::info!(file = %path.display(), "removing an index temp file or an index file without a segment");
+        fs.remove_file(path).map_err(|e| StoreError::io("remove stray index file", e))?;
+        removed = true;
+    }
+    if removed {
+        fs.sync_dir(dir).map_err(|e| StoreError::io("sync commitlog directory", e))?;
+    }
+    Ok(())
 }
 
 /// Validates the header; None when a last segment's creation was torn (the file is removed).

@@ -9,41 +9,41 @@ use bytes::Bytes;
 use super::*;
 use crate::{FileSystem, RECORD_HEADER_LEN, SimFs};
 
-const DIR: &str = "/log";
+pub(super) const DIR: &str = "/log";
 
-fn config() -> CommitLogConfig {
+pub(super) fn config() -> CommitLogConfig {
     CommitLogConfig { segment_size_bytes: 4096, record_payload_bytes_max: 1024, ..CommitLogConfig::default() }
 }
 
-fn record(index: u64, term: u64, payload_len: usize) -> Record {
+pub(super) fn record(index: u64, term: u64, payload_len: usize) -> Record {
     let payload: Vec<u8> = (0..payload_len).map(|i| (index as usize * 31 + i) as u8).collect();
     Record { term, index: LogIndex(index), kind: (index % 3) as u8, payload: payload.into() }
 }
 
-fn open(sim: &SimFs) -> Result<CommitLog, StoreError> {
+pub(super) fn open(sim: &SimFs) -> Result<CommitLog, StoreError> {
     CommitLog::open(Arc::new(sim.clone()), PathBuf::from(DIR), config())
 }
 
 /// Appends and waits for the flush callback.
-fn append_flushed(log: &CommitLog, records: &[Record]) -> Result<(), StoreError> {
+pub(super) fn append_flushed(log: &CommitLog, records: &[Record]) -> Result<(), StoreError> {
     let (tx, rx) = mpsc::channel();
     log.append(records, Box::new(move |r| tx.send(r).unwrap()))?;
     rx.recv().unwrap()
 }
 
 /// The record `fill` writes at `index`: payload sizes vary so that segments fill unevenly.
-fn filled(index: u64, term: u64) -> Record {
+pub(super) fn filled(index: u64, term: u64) -> Record {
     record(index, term, 100 + (index as usize % 7) * 50)
 }
 
-fn fill(log: &CommitLog, from: u64, to: u64, term: u64) {
+pub(super) fn fill(log: &CommitLog, from: u64, to: u64, term: u64) {
     let records: Vec<Record> = (from..=to).map(|i| filled(i, term)).collect();
     for batch in records.chunks(5) {
         append_flushed(log, batch).unwrap();
     }
 }
 
-fn segment_files(sim: &SimFs) -> Vec<PathBuf> {
+pub(super) fn segment_files(sim: &SimFs) -> Vec<PathBuf> {
     let mut files = sim.read_dir(Path::new(DIR)).unwrap();
     files.retain(|p| p.extension().is_some_and(|e| e == "log"));
     files
