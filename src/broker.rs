@@ -41,6 +41,8 @@ pub struct Broker {
     channels: crate::channels::ChannelCache,
     /// Consumer-group clients this node heard from lately (for `raftmq group describe`).
     pub members: crate::members::Members,
+    /// Merges concurrent sends into fewer log entries (see messaging/batcher.rs).
+    pub sends: std::sync::OnceLock<crate::messaging::batcher::Batcher>,
 }
 
 /// Why a call can't be served here.
@@ -63,7 +65,9 @@ impl Broker {
             proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
             channels: crate::channels::ChannelCache::new(CHANNELS_MAX),
             members: Default::default(),
+            sends: std::sync::OnceLock::new(),
         });
+        let _ = broker.sends.set(crate::messaging::batcher::Batcher::start(Arc::downgrade(&broker), PROPOSALS_IN_FLIGHT_MAX));
         tokio::spawn(discover_client_addrs(Arc::downgrade(&broker)));
         broker
     }
@@ -135,6 +139,7 @@ impl Broker {
     }
 }
 
+#[derive(Clone)]
 pub enum ProposeError {
     /// Leadership moved before the command was accepted: nothing was written; forward it.
     NotLeader,

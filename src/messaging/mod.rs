@@ -2,6 +2,7 @@
 //! to the leader: a follower forwards them (unary and streaming alike, see forward.rs). Route,
 //! heartbeat and telemetry are answered by any node.
 pub mod ack;
+pub mod batcher;
 pub mod convert;
 pub mod deadline;
 pub mod filter;

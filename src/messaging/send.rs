@@ -1,9 +1,11 @@
-//! SendMessage: validate everything first (a rejected request writes nothing), pick the queue,
-//! propose one log entry for the whole batch, answer once it is committed and applied.
-use raftmq_raft::CommandResponse;
-use raftmq_raft::command::{MessageHeader, SendCommandBuilder};
+//! SendMessage: validate everything first (a rejected request writes nothing), encode the
+//! messages, hand them to the batcher (one log entry per queue for all concurrent requests, see
+//! batcher.rs), answer once they are committed and applied.
+use bytes::BytesMut;
+use raftmq_raft::command::{MessageHeader, encode_message, send_overhead};
 
 use crate::broker::{Broker, ProposeError};
+use crate::messaging::batcher::{Placed, SendPart};
 use crate::limits::{BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, KEYS_BYTES_MAX, PROPERTIES_BYTES_MAX, TAG_BYTES_MAX};
 use crate::messaging::convert::{ms_from_timestamp, now_ms};
 use crate::status::{self, ApiError};
@@ -85,13 +87,10 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
     if messages.iter().any(|m| m.system_properties.as_ref().and_then(|p| p.message_group.clone()) != group) {
         return Err(ApiError::bad_request("all messages of one request must share the message group").into());
     }
-    // FIFO: one message group always lands on one queue; otherwise round robin.
-    let queue_id = match &group {
-        Some(group) => crc32fast::hash(group.as_bytes()) % config.queue_count,
-        None => (broker.next_round_robin() % config.queue_count as u64) as u32,
-    };
+    // FIFO: one message group always lands on one queue; otherwise the batcher picks one.
+    let queue_id = group.as_ref().map(|group| crc32fast::hash(group.as_bytes()) % config.queue_count);
     let store_timestamp_ms = now_ms();
-    let mut builder = SendCommandBuilder::new(&topic, queue_id, store_timestamp_ms, total + messages.len() * 128);
+    let mut encoded = BytesMut::with_capacity(total + messages.len() * 128);
     let mut message_ids = Vec::with_capacity(messages.len());
     for message in &messages {
         let props = message.system_properties.clone().unwrap_or_default();
@@ -111,29 +110,25 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
             user_properties,
         };
         message_ids.push(props.message_id);
-        builder.push(&header, &message.body);
+        encode_message(&header, &message.body, &mut encoded);
     }
-    let command = builder.finish();
-    if command.0.len() > crate::limits::RECORD_PAYLOAD_BYTES_MAX {
-        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch encodes to {} bytes; the limit is {}", command.0.len(), crate::limits::RECORD_PAYLOAD_BYTES_MAX)).into());
+    let command_len = encoded.len() + send_overhead(&topic);
+    if command_len > crate::limits::RECORD_PAYLOAD_BYTES_MAX {
+        return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch encodes to {command_len} bytes; the limit is {}", crate::limits::RECORD_PAYLOAD_BYTES_MAX)).into());
     }
-    match broker.propose(command).await {
-        Ok(CommandResponse::Sent { first_offset, .. }) => {
-            let entries = message_ids
-                .into_iter()
-                .enumerate()
-                .map(|(i, message_id)| SendResultEntry {
-                    status: Some(status::ok()),
-                    message_id,
-                    transaction_id: String::new(),
-                    offset: (first_offset + i as u64) as i64,
-                    recall_handle: String::new(),
-                })
-                .collect();
-            Ok(SendMessageResponse { status: Some(status::ok()), entries })
-        }
-        Ok(CommandResponse::Rejected(reason)) => Err(ApiError::new(Code::TopicNotFound, reason).into()),
-        Ok(other) => Err(ApiError::internal(format!("unexpected apply result {other:?}")).into()),
-        Err(e) => Err(e),
-    }
+    let part = SendPart { topic, queue_count: config.queue_count, queue_id, store_timestamp_ms, count: messages.len() as u32, messages: encoded.freeze() };
+    let batcher = broker.sends.get().ok_or_else(|| ApiError::unavailable("the node is starting"))?;
+    let Placed { first_offset, .. } = batcher.send(part).await?;
+    let entries = message_ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, message_id)| SendResultEntry {
+            status: Some(status::ok()),
+            message_id,
+            transaction_id: String::new(),
+            offset: (first_offset + i as u64) as i64,
+            recall_handle: String::new(),
+        })
+        .collect();
+    Ok(SendMessageResponse { status: Some(status::ok()), entries })
 }
