@@ -125,11 +125,24 @@ start_group() {
 
 bench() { timeout "$1" "$BIN" bench "${@:2}" --endpoint "$ENDPOINTS" --system raftmq; }
 
+# One JSON line with each node's resident memory now and at its peak (VmRSS, VmHWM in KiB).
+memory() {
+  local rss= hwm= id pid
+  for id in 1 2 3; do
+    pid=$(cat "$WORK/node-$id.pid" 2>/dev/null) || continue
+    rss="$rss${rss:+,}$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null)"
+    hwm="$hwm${hwm:+,}$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null)"
+  done
+  echo "{\"system\":\"raftmq\",\"mode\":\"memory\",\"flush\":\"$1\",\"phase\":\"$2\",\"rss_kb\":[$rss],\"peak_rss_kb\":[$hwm]}"
+}
+
 fail=0
 case_no=0
 for flush in $FLUSHES; do
   log "starting a three-node group with --flush $flush in $WORK"
   start_group "$flush" || { fail=1; continue; }
+  sleep 2
+  memory "$flush" idle
   last_topic= last=0
   for c in $CASES; do
     IFS=: read -r size pubs win batch n <<<"$c"
@@ -149,6 +162,7 @@ for flush in $FLUSHES; do
       check_group
     fi
   done
+  memory "$flush" after-produce
   if [[ -n $last_topic ]]; then
     log "consume $last_topic (expect $last)"
     bench "$RUN_TIMEOUT" consume --topic "$last_topic" --flush-label "$flush" --expect "$last" || { log "consume failed (rc $?)"; fail=1; }

@@ -233,7 +233,8 @@ fn reads_racing_resets_never_see_a_mix() {
             let (queue, stop) = (queue.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut reads = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                // At least one read even if the writer finishes before this thread runs.
+                while reads == 0 || !stop.load(Ordering::Relaxed) {
                     let from = queue.min_offset().0.saturating_sub(3);
                     let read = queue.read(QueueOffset(from), 64).unwrap();
                     for (i, (offset, found)) in read.iter().enumerate() {
