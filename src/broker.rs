@@ -82,11 +82,12 @@ impl Broker {
 
     /// Ok(()) if this node leads; otherwise where to forward, or why nobody can serve.
     pub fn check_leader(&self) -> Result<(), NotServed> {
-        let metrics = raftmq_raft::types::current_metrics(&self.node.raft);
-        if metrics.state == ServerState::Leader {
+        // Read in place: this runs on every request, and a copy of the metrics allocates.
+        let (state, current_leader) = raftmq_raft::types::with_metrics(&self.node.raft, |m| (m.state, m.current_leader));
+        if state == ServerState::Leader {
             return Ok(());
         }
-        let Some(leader) = metrics.current_leader else {
+        let Some(leader) = current_leader else {
             return Err(NotServed::Error(ApiError::unavailable("the group has no leader right now; retry shortly")));
         };
         match self.forward_addrs.read().get(&leader) {

@@ -73,6 +73,11 @@ pub type SnapshotMeta = openraft::SnapshotMeta<CommittedLeaderId, NodeId, PeerNo
 
 /// A copy of the node's current Raft metrics.
 pub fn current_metrics(raft: &Raft) -> openraft::RaftMetrics<TypeConfig> {
+    with_metrics(raft, Clone::clone)
+}
+
+/// Reads the latest metrics in place (no copy; keep `read` short, it holds the watch's lock).
+pub fn with_metrics<T>(raft: &Raft, read: impl FnOnce(&openraft::RaftMetrics<TypeConfig>) -> T) -> T {
     use openraft::async_runtime::watch::WatchReceiver;
-    raft.metrics().borrow_watched().clone()
+    read(&raft.metrics().borrow_watched())
 }
