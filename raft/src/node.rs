@@ -244,11 +244,16 @@ impl RaftNode {
         });
     }
 
-    /// Stops Raft and the peer server (the data stays on disk).
+    /// Stops Raft and the peer server (the data stays on disk), then checkpoints the state
+    /// machine so that a clean restart has nothing to re-apply (a crash replays from the last
+    /// periodic checkpoint instead).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
         if let Some(tx) = self.shutdown.lock().take() {
             let _ = tx.send(());
+        }
+        if let Err(e) = self.state.checkpoint() {
+            tracing::warn!("final checkpoint failed (the next start replays the log from the last one): {e}");
         }
     }
 }

@@ -256,9 +256,10 @@ impl SmShared {
     }
 
     /// Makes everything applied so far durable: queues, then a durable redb commit of every row
-    /// changed since the last checkpoint. Call it only between applies (the state-machine
-    /// worker), never concurrently with one.
-    fn checkpoint(&self) -> io::Result<()> {
+    /// changed since the last checkpoint. Call it between applies (the state-machine worker, or
+    /// after Raft stopped). Racing an apply is still safe: redb then records the table before
+    /// that apply, below what the synced queues hold, and open cuts the queues back to it.
+    pub fn checkpoint(&self) -> io::Result<()> {
         self.queues.sync_dirty().map_err(io_err)?;
         let changes = std::mem::take(&mut *self.unsaved.lock());
         self.db.persist(&self.table.read(), &changes).map_err(io_err)?;
