@@ -42,7 +42,7 @@ pub struct Broker {
     /// Consumer-group clients this node heard from lately (for `raftmq group describe`).
     pub members: crate::members::Members,
     /// Merges concurrent sends into fewer log entries (see messaging/batcher.rs).
-    pub sends: std::sync::OnceLock<crate::messaging::batcher::Batcher>,
+    pub sends: crate::messaging::batcher::Batcher,
 }
 
 /// Why a call can't be served here.
@@ -56,7 +56,7 @@ impl Broker {
     pub fn new(config: ServerConfig, node: RaftNode) -> Arc<Broker> {
         let mut client_addrs = BTreeMap::new();
         client_addrs.insert(config.node_id, config.advertise.clone());
-        let broker = Arc::new(Broker {
+        let broker = Arc::new_cyclic(|weak| Broker {
             config,
             node,
             client_addrs: RwLock::new(client_addrs),
@@ -65,9 +65,8 @@ impl Broker {
             proposals: Semaphore::new(PROPOSALS_IN_FLIGHT_MAX),
             channels: crate::channels::ChannelCache::new(CHANNELS_MAX),
             members: Default::default(),
-            sends: std::sync::OnceLock::new(),
+            sends: crate::messaging::batcher::Batcher::start(weak.clone(), PROPOSALS_IN_FLIGHT_MAX),
         });
-        let _ = broker.sends.set(crate::messaging::batcher::Batcher::start(Arc::downgrade(&broker), PROPOSALS_IN_FLIGHT_MAX));
         tokio::spawn(discover_client_addrs(Arc::downgrade(&broker)));
         broker
     }

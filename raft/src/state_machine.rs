@@ -455,13 +455,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The log already holds these entries durably; checkpoint the derived state only now and
         // then (queues first, then redb, so a queue is never shorter than the durable redb says).
         shared.unsaved.lock().merge(changes);
-        if shared.checkpoint_due() {
-            shared.queues.sync_dirty().map_err(io_err)?;
-            let changes = std::mem::take(&mut *shared.unsaved.lock());
-            shared.db.persist(&table, &changes).map_err(io_err)?;
-        }
         let applied = table.applied.map(|id| id.index).unwrap_or(0);
         *shared.table.write() = table;
+        if shared.checkpoint_due() {
+            shared.checkpoint()?;
+        }
         shared.applied_tx.send_replace(applied);
         for (responder, response) in replies {
             responder.send(response);

@@ -117,8 +117,7 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
         return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch encodes to {command_len} bytes; the limit is {}", crate::limits::RECORD_PAYLOAD_BYTES_MAX)).into());
     }
     let part = SendPart { topic, queue_count: config.queue_count, queue_id, store_timestamp_ms, count: messages.len() as u32, messages: encoded.freeze() };
-    let batcher = broker.sends.get().ok_or_else(|| ApiError::unavailable("the node is starting"))?;
-    let Placed { first_offset, .. } = batcher.send(part).await?;
+    let Placed { first_offset, .. } = broker.sends.send(part).await?;
     let entries = message_ids
         .into_iter()
         .enumerate()

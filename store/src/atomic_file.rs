@@ -32,11 +32,17 @@ pub(crate) fn replace(fs: &dyn FileSystem, path: &Path, contents: &[u8]) -> Resu
     framed.extend_from_slice(&(contents.len() as u32).to_le_bytes());
     framed.extend_from_slice(&crc32c::crc32c(contents).to_le_bytes());
     framed.extend_from_slice(contents);
+    replace_bytes(fs, path, &framed)
+}
+
+/// Durably replaces `path` with `bytes` as given (no frame added): the temp file, fdatasync,
+/// rename and directory fsync of `replace`, for files that frame themselves (segment index files).
+pub(crate) fn replace_bytes(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = tmp_path(path);
     let file = fs.open(&tmp, true).map_err(|e| StoreError::io("open temp file", e))?;
     // A torn temp file from an earlier crash may be longer than the new contents.
     file.set_len(0).map_err(|e| StoreError::io("clear temp file", e))?;
-    file.write_all_at(&framed, 0).map_err(|e| StoreError::io("write temp file", e))?;
+    file.write_all_at(bytes, 0).map_err(|e| StoreError::io("write temp file", e))?;
     file.sync_data().map_err(|e| StoreError::io("sync temp file", e))?;
     fs.rename(&tmp, path).map_err(|e| StoreError::io("rename temp file", e))?;
     fs.sync_dir(parent(path)?).map_err(|e| StoreError::io("sync directory", e))

@@ -33,7 +33,6 @@
 //! open; every read verifies its record's checksum.
 use std::path::{Path, PathBuf};
 
-use crate::atomic_file::tmp_path;
 use crate::fs::read_exact_at;
 use crate::limits::{RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES};
 use crate::{FileSystem, RECORD_HEADER_LEN, Record, StoreError};
@@ -103,16 +102,7 @@ fn encode(segment: &Segment) -> Vec<u8> {
 /// Writes the index file of `segment`, which must be sealed (fdatasynced and no longer the last
 /// segment). Durable when it returns Ok.
 pub(super) fn write(fs: &dyn FileSystem, dir: &Path, segment: &Segment) -> Result<(), StoreError> {
-    let bytes = encode(segment);
-    let path = path(dir, segment.base);
-    let tmp = tmp_path(&path);
-    let file = fs.open(&tmp, true).map_err(|e| StoreError::io("open index temp file", e))?;
-    // A torn temp file from an earlier crash may be longer than the new contents.
-    file.set_len(0).map_err(|e| StoreError::io("clear index temp file", e))?;
-    file.write_all_at(&bytes, 0).map_err(|e| StoreError::io("write index temp file", e))?;
-    file.sync_data().map_err(|e| StoreError::io("sync index temp file", e))?;
-    fs.rename(&tmp, &path).map_err(|e| StoreError::io("rename index temp file", e))?;
-    fs.sync_dir(dir).map_err(|e| StoreError::io("sync commitlog directory", e))
+    crate::atomic_file::replace_bytes(fs, &path(dir, segment.base), &encode(segment))
 }
 
 /// Like `write`, for callers to whom the index is only an optimisation (a failed write leaves a
