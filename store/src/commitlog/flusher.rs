@@ -77,7 +77,7 @@ impl Flusher {
     }
 
     /// Registers one append: `files` were written, `callback` fires once they are durable
-    /// (Sync policy) or on the flusher's next round (Async policy).
+    /// (Sync policy) or before this returns (Async policy).
     pub fn register(&self, files: Vec<Arc<dyn StoreFile>>, callback: FlushCallback) {
         let mut queue = self.shared.queue.lock();
         for file in files {
@@ -85,8 +85,20 @@ impl Flusher {
                 queue.dirty.push(file);
             }
         }
-        queue.callbacks.push(callback);
         queue.registered_writes += 1;
+        // Async policy: written is done, so the callback fires here, in the caller's thread.
+        // Handing it to the flusher thread cost a thread wake-up on every append's path (leader
+        // and followers alike: two per replicated write). Under this policy no callback is ever
+        // queued, and the caller holds the log lock, so callbacks still fire in append order.
+        if self.shared.policy == FlushPolicy::Async {
+            let outcome = queue.outcome();
+            drop(queue);
+            if catch_unwind(AssertUnwindSafe(|| callback(outcome))).is_err() {
+                tracing::error!("a flush callback panicked");
+            }
+            return;
+        }
+        queue.callbacks.push(callback);
         self.shared.work.notify_one();
     }
 
