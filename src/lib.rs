@@ -7,6 +7,7 @@ pub mod broker;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod cork;
 pub mod dev;
 pub mod limits;
 pub mod members;

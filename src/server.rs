@@ -84,7 +84,8 @@ pub fn spawn_serving(
     what: &'static str,
 ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = raftmq_raft::network::nodelay_incoming(listener);
+    // Answers that become ready together leave in one write (see cork.rs).
+    let incoming = futures::StreamExt::map(raftmq_raft::network::nodelay_incoming(listener), |stream| stream.map(crate::cork::Corked::new));
     let served = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;

@@ -7,7 +7,8 @@
 //! users run (grpc-java over Netty, gRPC C-core under Python, C++, C#) write a unary request in
 //! one go; so does this caller (`send_data(.., end_of_stream)` queued before the connection task
 //! runs), so the bench's own CPU does not crowd out the three nodes on a shared machine.
-//! Same protocol, same headers, same messages as the tonic client.
+//! Same protocol, same headers, same messages as the tonic client. Requests that producers
+//! issue in the same scheduler turn share a write (cork.rs), as they do in those clients.
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -36,7 +37,7 @@ impl WireChannel {
             .initial_window_size(4 << 20)
             .initial_connection_window_size(16 << 20)
             .max_frame_size(1 << 20)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(crate::cork::Corked::new(tcp))
             .await
             .with_context(|| format!("{addr}: HTTP/2 handshake failed"))?;
         tokio::spawn(async move {
