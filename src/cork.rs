@@ -43,7 +43,8 @@ impl<T> Corked<T> {
         Corked { inner, pending: BytesMut::new(), turn: Turn::Idle }
     }
 
-    pub fn get_ref(&self) -> &T {
+    #[cfg(test)]
+    fn get_ref(&self) -> &T {
         &self.inner
     }
 }

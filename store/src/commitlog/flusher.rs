@@ -93,9 +93,7 @@ impl Flusher {
         if self.shared.policy == FlushPolicy::Async {
             let outcome = queue.outcome();
             drop(queue);
-            if catch_unwind(AssertUnwindSafe(|| callback(outcome))).is_err() {
-                tracing::error!("a flush callback panicked");
-            }
+            fire(callback, outcome);
             return;
         }
         queue.callbacks.push(callback);
@@ -183,14 +181,19 @@ fn run(shared: &Shared) {
         drop(queue);
 
         for callback in callbacks {
-            // A panicking callback must not kill the flusher: every later append would hang.
-            if catch_unwind(AssertUnwindSafe(|| callback(outcome.clone()))).is_err() {
-                tracing::error!("a flush callback panicked");
-            }
+            fire(callback, outcome.clone());
         }
         if finished {
             return;
         }
+    }
+}
+
+/// Runs one callback. A panicking callback must not kill the flusher (every later append would
+/// hang) nor the appending thread.
+fn fire(callback: FlushCallback, outcome: Result<(), StoreError>) {
+    if catch_unwind(AssertUnwindSafe(|| callback(outcome))).is_err() {
+        tracing::error!("a flush callback panicked");
     }
 }
 
