@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
-use raftmq_store::LogIndex;
+use raftmq_store::{LogIndex, StoreError};
 use tonic::{Request, Response, Status};
 
 use crate::admin_pb::admin_client::AdminClient;
@@ -182,7 +182,7 @@ impl Admin for AdminServiceImpl {
         let request = request.into_inner();
         let log = self.broker.state().commit_log();
         let state = log.state();
-        let first = state.first_retained.map(|i| i.0).unwrap_or(0);
+        let mut first = state.first_retained.map(|i| i.0).unwrap_or(0);
         let last = state.last.map(|(i, _)| i.0).unwrap_or(0);
         let from = request.from_index.max(first);
         let max = request.max_records.clamp(1, LOG_DIGEST_RECORDS_MAX) as u64;
@@ -190,7 +190,18 @@ impl Admin for AdminServiceImpl {
         let mut next = from;
         while next <= last && (records.len() as u64) < max {
             let end = (from + max).min(last + 1);
-            let batch = log.read_range(LogIndex(next), LogIndex(end), 8 * 1024 * 1024).map_err(|e| Status::internal(e.to_string()))?;
+            let batch = match log.read_range(LogIndex(next), LogIndex(end), 8 * 1024 * 1024) {
+                Ok(batch) => batch,
+                // Retention or a purge moved the start of the log while we read it: the digest
+                // describes what the log holds now: drop what went and go on from its new start.
+                Err(StoreError::Compacted { first: now_first, .. }) if now_first > next => {
+                    records.clear();
+                    first = now_first;
+                    next = now_first;
+                    continue;
+                }
+                Err(e) => return Err(Status::internal(e.to_string())),
+            };
             if batch.is_empty() {
                 break;
             }
