@@ -309,12 +309,14 @@ impl SmShared {
         }
         let max = max.min((next - from) as usize);
         let queue = self.queues.queue(topic, queue_id).map_err(io_err)?;
-        let mut out = Vec::with_capacity(max);
-        for (offset, entry) in queue.read(QueueOffset(from), max).map_err(io_err)? {
-            if offset.0 >= next {
-                break;
-            }
-            let Some(bytes) = self.log.read_bytes(entry.position, entry.size).map_err(io_err)? else { continue };
+        let mut entries = queue.read(QueueOffset(from), max).map_err(io_err)?;
+        entries.retain(|(offset, _)| offset.0 < next);
+        // One read for messages that lie together in the log (a batch's, a queue's run).
+        let ranges: Vec<_> = entries.iter().map(|(_, entry)| (entry.position, entry.size)).collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for ((offset, _), bytes) in entries.into_iter().zip(self.log.read_many(&ranges).map_err(io_err)?) {
+            // None: retention deleted it while we looked.
+            let Some(bytes) = bytes else { continue };
             out.push(QueuedMessage { queue_offset: offset.0, message: StoredMessage::decode(bytes).map_err(io_err)? });
         }
         Ok(out)

@@ -189,7 +189,13 @@ impl CommitLog {
 
     /// `len` bytes at `position` (inside one record); None if retention deleted it.
     pub fn read_bytes(&self, position: CommitLogPosition, len: u32) -> Result<Option<Bytes>, StoreError> {
-        self.core.read().read_bytes(position, len)
+        Ok(self.read_many(&[(position, len)])?.pop().flatten())
+    }
+
+    /// The bytes of several (position, len) ranges, each as `read_bytes` would return it, read
+    /// with as few system calls as their placement allows (see `LogCore::read_many`).
+    pub fn read_many(&self, ranges: &[(CommitLogPosition, u32)]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        self.core.read().read_many(ranges)
     }
 
     /// Deletes every record after `last_kept` (all if None), durably, before returning.

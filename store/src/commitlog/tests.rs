@@ -106,6 +106,41 @@ fn read_bytes_bounds_and_retention() {
     assert_eq!(log.state().first_retained, Some(first));
 }
 
+// Goal: read_many returns, range by range, exactly what read_bytes returns: for neighbours in
+// one record, ranges a few records apart (one coalesced read), ranges across segments, ranges out
+// of order, and None for what retention deleted; a range outside a record fails the whole call.
+#[test]
+fn read_many_matches_single_reads() {
+    let sim = SimFs::new();
+    let log = open(&sim).unwrap();
+    fill(&log, 1, 80, 1);
+    let payload = |i: u64, from: u64, len: u32| {
+        let position = log.position(LogIndex(i)).unwrap();
+        (CommitLogPosition(position.0 + RECORD_HEADER_LEN as u64 + from), len)
+    };
+    let mut ranges = vec![payload(3, 0, 10), payload(3, 10, 20), payload(4, 5, 30), payload(9, 0, 40)];
+    ranges.extend((20..60).map(|i| payload(i, 1, 50)));
+    ranges.extend([payload(2, 0, 8), payload(70, 3, 3), payload(70, 3, 3)]);
+    let many = log.read_many(&ranges).unwrap();
+    assert_eq!(many.len(), ranges.len());
+    for (&(position, len), bytes) in ranges.iter().zip(&many) {
+        assert_eq!(bytes.as_ref(), Some(&log.read_bytes(position, len).unwrap().unwrap()), "at {position:?}");
+    }
+    assert!(matches!(log.read_many(&[ranges[0], (ranges[1].0, 10_000)]), Err(StoreError::Invalid(_))));
+
+    log.purge(LogIndex(50), 1).unwrap();
+    let report =
+        log.enforce_retention(&RetentionPolicy { max_total_bytes: Some(0), max_age: None }, SystemTime::now()).unwrap();
+    assert!(report.segments_deleted > 0);
+    let many = log.read_many(&ranges).unwrap();
+    assert_eq!(many[0], None, "deleted by retention");
+    let kept = many.iter().filter(|b| b.is_some()).count();
+    assert!(kept > 0 && kept < ranges.len());
+    for (&(position, len), bytes) in ranges.iter().zip(&many) {
+        assert_eq!(bytes, &log.read_bytes(position, len).unwrap());
+    }
+}
+
 // Goal: a bad record followed by valid ones, or damage in a sealed segment, makes open fail loudly.
 #[test]
 fn corruption_in_the_middle_fails_open() {
