@@ -165,7 +165,11 @@ for flush in $FLUSHES; do
   memory "$flush" after-produce
   if [[ -n $last_topic ]]; then
     log "consume $last_topic (expect $last)"
-    bench "$RUN_TIMEOUT" consume --topic "$last_topic" --flush-label "$flush" --expect "$last" || { log "consume failed (rc $?)"; fail=1; }
+    # One connection, as the NATS peer reads; then one per queue (8), as 8 pull workers would.
+    for connections in 1 8; do
+      bench "$RUN_TIMEOUT" consume --topic "$last_topic" --flush-label "$flush" --expect "$last" --connections "$connections" \
+        || { log "consume failed (rc $?)"; fail=1; }
+    done
   fi
   if [[ $E2E == 1 ]]; then
     log "e2e flush=$flush 1 KiB, 16 producers, window 1"

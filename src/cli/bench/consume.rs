@@ -89,15 +89,24 @@ pub async fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
     let bar = super::progress(None, "consume");
     let limit = Arc::new(tokio::sync::Semaphore::new(parallel));
     let start = Instant::now();
+    // Readers share `connections` connections round robin (one HTTP/2 connection is one writer
+    // task on the server and one reader task here: 8 queues over one are bound by those two).
+    let mut channels = vec![messaging];
+    for _ in 1..args.connections.max(1).min(queues.len()) {
+        channels.push(client::messaging(super::connect_one(&targets[0]).await?));
+    }
     let mut tasks = Vec::new();
-    for queue in queues.iter().cloned() {
-        let (messaging, client_id, bar, limit) = (messaging.clone(), client_id.clone(), bar.clone(), limit.clone());
+    for (i, queue) in queues.iter().cloned().enumerate() {
+        let messaging = channels[i % channels.len()].clone();
+        let (client_id, bar, limit) = (client_id.clone(), bar.clone(), limit.clone());
         let pull_batch = args.pull_batch;
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await?;
             read_queue(messaging, client_id, queue, pull_batch, bar).await
         }));
     }
+    let channels_used = channels.len();
+    drop(channels);
     let mut reads = Vec::new();
     for task in tasks {
         reads.push(task.await??);
@@ -123,6 +132,7 @@ pub async fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
         .put("mode", "consume")
         .put("queues", queues.len() as u64)
         .put("pull_batch", args.pull_batch as i64)
+        .put("connections", channels_used as u64)
         .put("in_queues", in_queues)
         .put("expected", args.expect)
         .put("offset_gaps", out_of_order)

@@ -111,6 +111,9 @@ pub struct ConsumeBenchArgs {
     /// Queues pulled at once (0: all).
     #[arg(long, default_value_t = 0)]
     pub parallel: usize,
+    /// Connections the queue readers share, round robin (at most one per queue).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
     /// Read through the leader (default) or through the first endpoint that answers.
     #[arg(long)]
     pub any_node: bool,
