@@ -9,6 +9,12 @@ use crate::admin_pb::admin_client::AdminClient;
 use crate::limits::GRPC_MESSAGE_BYTES_MAX;
 use crate::v2::messaging_service_client::MessagingServiceClient;
 
+/// The largest HTTP/2 frame this client accepts (h2's default is 16 KiB). A pull's answer of
+/// 1,024 x 1 KiB then comes in a few DATA frames instead of ~65, each one a frame the server's
+/// connection task writes and this side's reads and hands on: read-back over one connection,
+/// 5 alternating pairs, 283-432k -> 330-495k msgs/s.
+const FRAME_BYTES_MAX: u32 = 1024 * 1024;
+
 /// Parses `host:port` or several separated by `;`.
 pub fn parse_endpoints(text: &str) -> anyhow::Result<Vec<String>> {
     let endpoints: Vec<String> = text.split(';').map(str::trim).filter(|e| !e.is_empty()).map(String::from).collect();
@@ -30,7 +36,8 @@ pub async fn connect(endpoints: &str) -> anyhow::Result<(String, Channel)> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .with_context(|| format!("bad endpoint {addr}"))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .max_frame_size(FRAME_BYTES_MAX);
         match endpoint.connect().await {
             Ok(channel) => return Ok((addr, channel)),
             Err(e) => errors.push(format!("{addr}: {}", error_chain(&e))),

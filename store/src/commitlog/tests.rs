@@ -114,17 +114,21 @@ fn read_many_matches_single_reads() {
     let sim = SimFs::new();
     let log = open(&sim).unwrap();
     fill(&log, 1, 80, 1);
+    // (range, the bytes it must return: a slice of the record's payload as `fill` wrote it).
     let payload = |i: u64, from: u64, len: u32| {
         let position = log.position(LogIndex(i)).unwrap();
-        (CommitLogPosition(position.0 + RECORD_HEADER_LEN as u64 + from), len)
+        let range = (CommitLogPosition(position.0 + RECORD_HEADER_LEN as u64 + from), len);
+        (range, filled(i, 1).payload.slice(from as usize..(from + u64::from(len)) as usize))
     };
-    let mut ranges = vec![payload(3, 0, 10), payload(3, 10, 20), payload(4, 5, 30), payload(9, 0, 40)];
-    ranges.extend((20..60).map(|i| payload(i, 1, 50)));
-    ranges.extend([payload(2, 0, 8), payload(70, 3, 3), payload(70, 3, 3)]);
+    let mut wanted = vec![payload(3, 0, 10), payload(3, 10, 20), payload(4, 5, 30), payload(9, 0, 40)];
+    wanted.extend((20..60).map(|i| payload(i, 1, 50)));
+    wanted.extend([payload(2, 0, 8), payload(70, 3, 3), payload(70, 3, 3)]);
+    let ranges: Vec<_> = wanted.iter().map(|(range, _)| *range).collect();
     let many = log.read_many(&ranges).unwrap();
     assert_eq!(many.len(), ranges.len());
-    for (&(position, len), bytes) in ranges.iter().zip(&many) {
-        assert_eq!(bytes.as_ref(), Some(&log.read_bytes(position, len).unwrap().unwrap()), "at {position:?}");
+    for ((range, expected), bytes) in wanted.iter().zip(&many) {
+        assert_eq!(bytes.as_ref(), Some(expected), "at {range:?}");
+        assert_eq!(bytes, &log.read_bytes(range.0, range.1).unwrap());
     }
     assert!(matches!(log.read_many(&[ranges[0], (ranges[1].0, 10_000)]), Err(StoreError::Invalid(_))));
 
