@@ -189,7 +189,8 @@ impl Admin for AdminServiceImpl {
         let mut records = Vec::new();
         let mut next = from;
         while next <= last && (records.len() as u64) < max {
-            let end = (from + max).min(last + 1);
+            // What is left of this page's budget, from where the read now is.
+            let end = (next + max - records.len() as u64).min(last + 1);
             let batch = match log.read_range(LogIndex(next), LogIndex(end), 8 * 1024 * 1024) {
                 Ok(batch) => batch,
                 // Retention or a purge moved the start of the log while we read it: the digest
