@@ -47,6 +47,10 @@ pub struct ServerArgs {
     #[arg(long, env = "RAFTMQ_SEGMENT_SIZE_BYTES")]
     pub segment_size_bytes: Option<u64>,
     /// Build a Raft snapshot every this many entries (default 10000); the Raft log is purged up to it.
+    /// How much of the end of the commitlog stays in the page cache (older bytes are dropped from
+    /// it once synced); 0 leaves the page cache to the kernel.
+    #[arg(long, env = "RAFTMQ_PAGE_CACHE_TAIL_BYTES")]
+    pub page_cache_tail_bytes: Option<u64>,
     #[arg(long, env = "RAFTMQ_SNAPSHOT_INTERVAL_ENTRIES")]
     pub snapshot_interval_entries: Option<u64>,
     /// Delete purged commitlog segments older than this many hours (default 72, like RocketMQ).
@@ -80,6 +84,8 @@ pub struct ServerConfig {
     pub flush: FlushPolicy,
     pub max_body_bytes: usize,
     pub segment_size_bytes: u64,
+    /// None: the kernel decides what stays cached.
+    pub page_cache_tail_bytes: Option<u64>,
     pub snapshot_interval_entries: u64,
     pub retention: raftmq_store::RetentionPolicy,
     pub auto_create_groups: bool,
@@ -195,6 +201,10 @@ impl ServerArgs {
             flush: parse_flush(pick!(flush).as_deref().unwrap_or("sync"))?,
             max_body_bytes,
             segment_size_bytes,
+            page_cache_tail_bytes: match pick!(page_cache_tail_bytes).unwrap_or(raftmq_store::limits::PAGE_CACHE_TAIL_BYTES_DEFAULT) {
+                0 => None,
+                n => Some(n),
+            },
             snapshot_interval_entries: match pick!(snapshot_interval_entries).unwrap_or(SNAPSHOT_INTERVAL_ENTRIES_DEFAULT) {
                 0 => bail!("--snapshot-interval-entries must be at least 1"),
                 n => n,
@@ -224,6 +234,22 @@ mod tests {
         for bad in ["", "1", "x=h:1", "1=h", "1=h:1,1=h:2", "0=h:1"] {
             assert!(parse_peers(bad).is_err(), "{bad:?}");
         }
+    }
+
+    // Goal: the page-cache tail defaults to the store's default, and 0 leaves the cache to the kernel.
+    #[test]
+    fn page_cache_tail_defaults_and_zero_disables() {
+        let args = |tail: Option<u64>| ServerArgs {
+            node_id: Some(1),
+            listen: Some("127.0.0.1:8081".parse().unwrap()),
+            peers: Some("1=127.0.0.1:9091".into()),
+            page_cache_tail_bytes: tail,
+            ..ServerArgs::default()
+        };
+        let default = raftmq_store::limits::PAGE_CACHE_TAIL_BYTES_DEFAULT;
+        assert_eq!(args(None).resolve().unwrap().page_cache_tail_bytes, Some(default));
+        assert_eq!(args(Some(0)).resolve().unwrap().page_cache_tail_bytes, None);
+        assert_eq!(args(Some(1 << 30)).resolve().unwrap().page_cache_tail_bytes, Some(1 << 30));
     }
 
     // Goal: router lists parse, and mistakes are refused with what to write instead.

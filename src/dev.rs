@@ -28,6 +28,7 @@ pub async fn run(data_dir: PathBuf, flush: raftmq_store::FlushPolicy) -> anyhow:
             flush,
             max_body_bytes: crate::limits::BODY_BYTES_DEFAULT,
             segment_size_bytes: raftmq_store::limits::SEGMENT_SIZE_BYTES_DEFAULT,
+            page_cache_tail_bytes: Some(raftmq_store::limits::PAGE_CACHE_TAIL_BYTES_DEFAULT),
             snapshot_interval_entries: crate::config::SNAPSHOT_INTERVAL_ENTRIES_DEFAULT,
             retention: raftmq_store::RetentionPolicy {
                 max_age: Some(std::time::Duration::from_secs(3600 * crate::config::RETENTION_HOURS_DEFAULT)),

@@ -44,6 +44,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         peers,
         flush: config.flush,
         segment_size_bytes: config.segment_size_bytes,
+        page_cache_tail_bytes: config.page_cache_tail_bytes,
         record_payload_bytes_max: crate::limits::RECORD_PAYLOAD_BYTES_MAX,
         snapshot_interval_entries: config.snapshot_interval_entries,
         retention: config.retention.clone(),

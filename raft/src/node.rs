@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, PeerNode>,
     pub flush: FlushPolicy,
     pub segment_size_bytes: u64,
+    /// See `CommitLogConfig::page_cache_tail_bytes`.
+    pub page_cache_tail_bytes: Option<u64>,
     /// Largest record payload (one encoded command) the log accepts.
     pub record_payload_bytes_max: usize,
     /// A snapshot is built every this many applied entries; the log is then purged up to it.
@@ -144,6 +146,7 @@ impl RaftNode {
             flush: config.flush,
             async_flush_interval: Duration::from_millis(100),
             record_payload_bytes_max: config.record_payload_bytes_max,
+            page_cache_tail_bytes: config.page_cache_tail_bytes,
         };
         let log = Arc::new(CommitLog::open(fs.clone(), config.data_dir.join("commitlog"), log_config).map_err(storage_err)?);
         let vote = Arc::new(VoteFile::open(fs.clone(), config.data_dir.join("vote")).map_err(storage_err)?);

@@ -12,6 +12,9 @@ pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4 * 1024;
 /// Largest segment: positions inside a segment are kept as u32 in the in-memory index.
 pub const SEGMENT_SIZE_BYTES_MAX: u64 = u32::MAX as u64;
 pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Default `CommitLogConfig::page_cache_tail_bytes`: the end of the log kept in the page cache,
+/// a few seconds of writes at full speed, so replication and consumers that keep up read memory.
+pub const PAGE_CACHE_TAIL_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Bytes at the start of every segment file (magic, version, base, creation time).
 pub const SEGMENT_HEADER_BYTES: u64 = 24;
 pub const CONSUME_QUEUE_ENTRY_BYTES: usize = 20;

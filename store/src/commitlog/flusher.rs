@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::page_cache::CacheDrop;
 use super::{FlushCallback, FlushPolicy};
 use crate::{StoreError, StoreFile};
 
@@ -33,6 +34,8 @@ struct Shared {
 struct Queue {
     callbacks: Vec<FlushCallback>,
     dirty: Vec<Arc<dyn StoreFile>>,
+    /// Ranges to drop from the page cache after the next sync (once clean, they can go).
+    cache_drops: Vec<CacheDrop>,
     /// Writes registered so far, and how many of them are known durable.
     registered_writes: u64,
     durable_writes: u64,
@@ -77,9 +80,11 @@ impl Flusher {
     }
 
     /// Registers one append: `files` were written, `callback` fires once they are durable
-    /// (Sync policy) or before this returns (Async policy).
-    pub fn register(&self, files: Vec<Arc<dyn StoreFile>>, callback: FlushCallback) {
+    /// (Sync policy) or before this returns (Async policy); `drops` leave the page cache after
+    /// the next sync.
+    pub fn register(&self, files: Vec<Arc<dyn StoreFile>>, drops: Vec<CacheDrop>, callback: FlushCallback) {
         let mut queue = self.shared.queue.lock();
+        queue.cache_drops.extend(drops);
         for file in files {
             if !queue.dirty.iter().any(|known| same_file(known, &file)) {
                 queue.dirty.push(file);
@@ -156,11 +161,13 @@ fn run(shared: &Shared) {
         let sync_now = queue.sync_due(shared.policy, last_sync, shared.async_interval);
         let callbacks = mem::take(&mut queue.callbacks);
         let target = queue.registered_writes;
-        let dirty = if sync_now { mem::take(&mut queue.dirty) } else { Vec::new() };
+        let (dirty, drops) =
+            if sync_now { (mem::take(&mut queue.dirty), mem::take(&mut queue.cache_drops)) } else { Default::default() };
         let shutdown = queue.shutdown;
         drop(queue);
 
         let result = if sync_now { sync_files(&dirty) } else { Ok(()) };
+        let synced = result.is_ok();
 
         let mut queue = shared.queue.lock();
         match result {
@@ -182,6 +189,10 @@ fn run(shared: &Shared) {
 
         for callback in callbacks {
             fire(callback, outcome.clone());
+        }
+        // After the callbacks: nobody waits on this.
+        if synced {
+            drops.iter().for_each(CacheDrop::run);
         }
         if finished {
             return;

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 
 use crate::limits::{
-    RECORD_PAYLOAD_BYTES_DEFAULT, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, SEGMENT_SIZE_BYTES_DEFAULT,
+    PAGE_CACHE_TAIL_BYTES_DEFAULT, RECORD_PAYLOAD_BYTES_DEFAULT, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
+    SEGMENT_SIZE_BYTES_DEFAULT,
     SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
 };
 use crate::{CommitLogPosition, FileSystem, LogIndex, RECORD_HEADER_LEN, Record, StoreError};
@@ -27,6 +28,7 @@ mod log_core;
 mod meta;
 mod mutate;
 mod recovery;
+mod page_cache;
 mod segment;
 
 #[cfg(test)]
@@ -52,6 +54,9 @@ pub struct CommitLogConfig {
     pub async_flush_interval: Duration,
     /// Largest payload `append` accepts; a maximal record must fit one segment (checked at open).
     pub record_payload_bytes_max: usize,
+    /// How much of the end of the log stays in the page cache: older bytes are dropped from it
+    /// after they are synced (see `page_cache`). None leaves the page cache to the kernel.
+    pub page_cache_tail_bytes: Option<u64>,
 }
 
 impl Default for CommitLogConfig {
@@ -61,6 +66,7 @@ impl Default for CommitLogConfig {
             flush: FlushPolicy::Sync,
             async_flush_interval: Duration::from_millis(10),
             record_payload_bytes_max: RECORD_PAYLOAD_BYTES_DEFAULT,
+            page_cache_tail_bytes: Some(PAGE_CACHE_TAIL_BYTES_DEFAULT),
         }
     }
 }
@@ -159,8 +165,9 @@ impl CommitLog {
         let mut core = self.core.write();
         self.flusher.check()?;
         let files = self.guard(core.append(records))?;
+        let drops = core.cache_drops();
         // Registered under the log lock, so callbacks fire in append order.
-        self.flusher.register(files, on_flushed);
+        self.flusher.register(files, drops, on_flushed);
         Ok(())
     }
 

@@ -41,6 +41,9 @@ pub(super) struct Segment {
     /// Raft index of `entries[0]`; meaningless while `entries` is empty.
     pub first_index: u64,
     pub entries: Vec<IndexEntry>,
+    /// Bytes below this were handed to the flusher to leave the page cache (see
+    /// `LogCore::cache_drops`); never above `write_position`.
+    pub cache_dropped_to: u64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -111,6 +114,7 @@ impl Segment {
             write_position: SEGMENT_HEADER_BYTES,
             first_index: 0,
             entries: Vec::new(),
+            cache_dropped_to: 0,
         }
     }
 
@@ -144,6 +148,7 @@ impl Segment {
         };
         self.entries.truncate(kept);
         self.write_position = self.entries.last().map_or(SEGMENT_HEADER_BYTES, IndexEntry::end_in_segment);
+        self.cache_dropped_to = self.cache_dropped_to.min(self.write_position);
         self.write_position
     }
 

@@ -19,6 +19,12 @@ pub trait StoreFile: Send + Sync {
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn sync_data(&self) -> io::Result<()>;
+    /// Advises the kernel that `[offset, offset + len)` will not be read soon, so its clean pages
+    /// can leave the page cache (`POSIX_FADV_DONTNEED`). Advisory: it never loses data (dirty
+    /// pages are written back, not discarded) and a file system without a page cache ignores it.
+    fn drop_cache(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 pub trait FileSystem: Send + Sync + 'static {
@@ -68,6 +74,15 @@ impl StoreFile for RealFile {
         // fdatasync: the data and the size, not the timestamps.
         self.0.sync_data()
     }
+    fn drop_cache(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (offset, len) = (offset.min(i64::MAX as u64) as libc::off_t, len.min(i64::MAX as u64) as libc::off_t);
+        // SAFETY: posix_fadvise only reads its arguments; the descriptor is open for self's life.
+        match unsafe { libc::posix_fadvise(self.0.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) } {
+            0 => Ok(()),
+            code => Err(io::Error::from_raw_os_error(code)),
+        }
+    }
 }
 
 impl FileSystem for RealFs {
@@ -104,7 +119,8 @@ impl FileSystem for RealFs {
 mod tests {
     use super::*;
 
-    // Goal: RealFs does positional reads/writes, set_len, rename and listing as the store expects.
+    // Goal: RealFs does positional reads/writes, set_len, cache drops, rename and listing as the
+    // store expects.
     #[test]
     fn real_fs_basics() {
         let dir = tempfile::tempdir().unwrap();
@@ -120,6 +136,10 @@ mod tests {
         file.sync_data().unwrap();
         assert_eq!(file.len().unwrap(), 5);
         assert!(read_exact_at(&*file, &mut buf, 0).is_err());
+        // Dropping cached pages keeps the bytes.
+        file.drop_cache(0, 5).unwrap();
+        read_exact_at(&*file, &mut buf[..5], 0).unwrap();
+        assert_eq!(&buf[..5], b"hello");
         fs.rename(&path, &dir.path().join("b")).unwrap();
         fs.sync_dir(dir.path()).unwrap();
         assert_eq!(fs.read_dir(dir.path()).unwrap(), vec![dir.path().join("b")]);
