@@ -46,11 +46,11 @@ pub struct ServerArgs {
     /// Commitlog segment size in bytes (default 1 GiB).
     #[arg(long, env = "RAFTMQ_SEGMENT_SIZE_BYTES")]
     pub segment_size_bytes: Option<u64>,
-    /// Build a Raft snapshot every this many entries (default 10000); the Raft log is purged up to it.
-    /// How much of the end of the commitlog stays in the page cache (older bytes are dropped from
-    /// it once synced); 0 leaves the page cache to the kernel.
+    /// How much of the end of the commitlog stays in the page cache (default 268435456, 256 MiB;
+    /// older bytes are dropped from it once synced); 0 leaves the page cache to the kernel.
     #[arg(long, env = "RAFTMQ_PAGE_CACHE_TAIL_BYTES")]
     pub page_cache_tail_bytes: Option<u64>,
+    /// Build a Raft snapshot every this many entries (default 10000); the Raft log is purged up to it.
     #[arg(long, env = "RAFTMQ_SNAPSHOT_INTERVAL_ENTRIES")]
     pub snapshot_interval_entries: Option<u64>,
     /// Delete purged commitlog segments older than this many hours (default 72, like RocketMQ).

@@ -1,8 +1,8 @@
 //! The segmented commitlog. API contract here; the implementation is in the submodules:
 //! `segment` (file format, per-segment index), `index_file` (a sealed segment's index, persisted so
 //! open need not scan it), `recovery` (open: load or scan), `log_core` (lookups and reads), `mutate`
-//! (append, truncate, purge, retention, reset), `flusher` (group commit), `meta` (the persisted
-//! purge point).
+//! (append, truncate, purge, retention, reset), `flusher` (group commit), `page_cache` (what of the
+//! log leaves the page cache), `meta` (the persisted purge point).
 //!
 //! To ensure correctness:
 //! - no holes: each appended record's index is last + 1 (or, on an empty log, any index > purged);
@@ -17,8 +17,7 @@ use parking_lot::RwLock;
 
 use crate::limits::{
     PAGE_CACHE_TAIL_BYTES_DEFAULT, RECORD_PAYLOAD_BYTES_DEFAULT, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
-    SEGMENT_SIZE_BYTES_DEFAULT,
-    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
+    SEGMENT_SIZE_BYTES_DEFAULT, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
 };
 use crate::{CommitLogPosition, FileSystem, LogIndex, RECORD_HEADER_LEN, Record, StoreError};
 
@@ -27,8 +26,8 @@ mod index_file;
 mod log_core;
 mod meta;
 mod mutate;
-mod recovery;
 mod page_cache;
+mod recovery;
 mod segment;
 
 #[cfg(test)]
