@@ -87,8 +87,8 @@ mod tests {
 
     /// Appends records `from..=to` of ~`size` bytes one by one, as `CommitLog::append` would, and
     /// checks every range handed out: it starts where its segment's last one ended (no hole, no
-    /// byte twice) and lies
-    /// at least `TAIL` behind the end of the log. Returns the dropped extent per segment base.
+    /// byte twice) and lies at least `TAIL` behind the end of the log. `dropped` tracks the
+    /// extent handed out per segment base.
     fn append_checked(log: &CommitLog, from: u64, to: u64, size: usize, dropped: &mut BTreeMap<u64, u64>) {
         for index in from..=to {
             let mut core = log.core.write();
